@@ -1,0 +1,175 @@
+"""The `moot` command: watch an offline demo, run a room file, or check one before running it.
+
+The commands only load rooms, hand them to the engine and draw its events; exit codes: 0 completed,
+1 the room failed, 2 bad input, 130 paused by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from moot import __version__
+from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
+from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
+from moot.exceptions import ConfigError, ModelUnavailable
+from moot.spec import RoomSpec, load_room
+
+app = typer.Typer(
+    name="moot",
+    help="Discussions among several LLM agents: rounds, board meetings, live streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold API keys
+)
+
+
+class Protocol(StrEnum):
+    board = "board"
+    sequential = "sequential"
+    parallel = "parallel"
+
+
+class Lang(StrEnum):
+    en = "en"
+    zh = "zh"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON event per line on stdout, nothing else.")]
+
+
+def _consoles(json_output: bool) -> tuple[Console, Sink]:
+    """The console for people (stderr when stdout carries JSON) and the sink the events go to."""
+    errors = Console(stderr=True)
+    if json_output:
+        return errors, JsonSink(errors)
+    return errors, RichSink(Console())
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"moot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Discussions among several LLM agents: rounds, board meetings, live streams."""
+
+
+@app.command()
+def demo(
+    protocol: Annotated[Protocol, typer.Option(help="How the agents take turns.")] = Protocol.board,
+    rounds: Annotated[int, typer.Option(min=1, max=50, help="Rounds of discussion.")] = 2,
+    lang: Annotated[Lang, typer.Option("--lang", help="en, or zh for a 私董会 in Chinese.")] = Lang.en,
+    json_output: JsonFlag = False,
+    speed: Annotated[
+        float, typer.Option(min=0, help="Simulated tokens per second; 0 streams at once.")
+    ] = DEFAULT_TOKENS_PER_SECOND,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same discussion.")] = 0,
+) -> None:
+    """Watch a board meeting on the offline simulated model: no key, no network."""
+    room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed)
+    _, sink = _consoles(json_output)
+    raise typer.Exit(_run(room, sink))
+
+
+@app.command("run")
+def run_room(
+    room_file: Annotated[Path, typer.Argument(metavar="ROOM.yaml", help="A room file (YAML or JSON).")],
+    json_output: JsonFlag = False,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Each line typed on stdin steps in; /stop ends it.")
+    ] = False,
+    rounds: Annotated[int | None, typer.Option(min=1, max=50, help="Override the room's max_rounds.")] = None,
+) -> None:
+    """Run a room file with the models it names."""
+    errors, sink = _consoles(json_output)
+    room = _load(room_file, errors)
+    if rounds is not None:
+        room = room.model_copy(update={"max_rounds": rounds})
+    if isinstance(sink, RichSink):
+        sink.interactive = interactive
+    raise typer.Exit(_run(room, sink, interactive=interactive))
+
+
+@app.command()
+def validate(
+    room_file: Annotated[Path, typer.Argument(metavar="ROOM.yaml", help="A room file (YAML or JSON).")],
+) -> None:
+    """Check a room file: what it holds, and what would stop it from running."""
+    console = Console()
+    room = _load(room_file, Console(stderr=True))
+    moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
+    console.print(Text.assemble(("✓ ", "bold green"), (str(room_file), "bold"), " is a valid room"))
+    rounds = "1 round" if room.max_rounds == 1 else f"{room.max_rounds} rounds"
+    console.print(f"  {room.protocol} · {rounds} · language {room.language}")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(width=1)
+    for agent in room.agents:
+        role = "moderator" if agent is moderator else "member"
+        if agent is moderator and agent.role != "moderator":
+            role = "moderator (stand-in)"
+        table.add_row(
+            "",
+            Text(agent.name, style=f"bold {agent.colour}" if agent.colour else "bold"),
+            role if agent.active else f"{role}, inactive",
+            Text(room.model_for(agent).label, style="dim"),
+        )
+    console.print(table)
+    for warning in _warnings(room):
+        console.print(Text(f"⚠ {warning}", style="yellow"), soft_wrap=True)
+
+
+def _warnings(room: RoomSpec) -> list[str]:
+    """What will go wrong or surprise at run time, though the file is well formed."""
+    warnings: list[str] = []
+    for agent in room.agents:
+        try:
+            if agent.active:
+                room.model_for(agent).resolve_api_key()
+        except ModelUnavailable as exc:
+            warnings.append(str(exc))
+    if room.moderator is None:
+        warnings.append("no agent is active: mark at least one agent active: true")
+    elif room.protocol == "board" and not room.declared_moderator_usable:
+        warnings.append(f"no active moderator; {room.moderator.name} will chair the meeting instead")
+    if room.moderator is not None and not room.members:
+        warnings.append("no active member to speak besides the moderator")
+    return list(dict.fromkeys(warnings))
+
+
+def _load(path: Path, errors: Console) -> RoomSpec:
+    try:
+        return load_room(path)
+    except ConfigError as exc:
+        errors.print(Text(f"✗ {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _run(room: RoomSpec, sink: Sink, *, interactive: bool = False) -> int:
+    from moot.engine import Run  # the engine pulls in the model adapters: only when a room runs
+
+    return drive(Run(room), sink, interactive=interactive)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the run took over the signal
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,50 @@
+"""One exception tree: configuration mistakes, run failures and model failures apart."""
+
+from __future__ import annotations
+
+
+class MootError(Exception):
+    """Root of every error Moot raises on purpose."""
+
+
+class ConfigError(MootError):
+    """A room file, agent or model declaration is wrong; the message says what to change."""
+
+
+class RunError(MootError):
+    """A discussion could not go on (room-level failure)."""
+
+
+class ModelError(MootError):
+    """A model call failed. `retryable` tells the engine whether trying again may help."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, model: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+
+
+class ModelUnavailable(ModelError):
+    """The model cannot be reached or configured (missing key, unknown provider, refused connection)."""
+
+
+class ModelAuthError(ModelError):
+    """The provider refused the credentials: fix the key, retrying will not help."""
+
+
+class ModelRequestError(ModelError):
+    """The provider rejected the request itself (bad model name, bad parameters)."""
+
+
+class TransientModelError(ModelError):
+    """Rate limits, 5xx, timeouts, dropped connections, streams cut mid-way: worth retrying."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, model: str = "", status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.retry_after = retry_after

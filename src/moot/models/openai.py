@@ -1,0 +1,304 @@
+"""Adapters for every OpenAI-compatible server: OpenAI, Ollama, vLLM, llama.cpp, DeepSeek, Qwen.
+
+`OpenAILeanModel` (transport `lean`, the default) streams over one pooled httpx client and parses SSE with
+orjson, because the CPU spent per streamed chunk adds up when many agents talk at once. `OpenAISDKModel`
+(transport `sdk`) makes the same calls through the official SDK, for servers where its handling matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+import orjson
+
+from moot.models import Completion, Model, ModelRequest, Usage, estimate_tokens
+from moot.models.retry import broken_stream, connection_error, error_detail, retry_after, status_error
+from moot.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAILeanModel", "OpenAISDKModel", "estimated_usage"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def estimated_usage(request: ModelRequest, text: str) -> Usage:
+    """Usage counted locally, for a server that reported none."""
+    prompt = "\n".join([request.system, *(m.content for m in request.messages)])
+    return Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(text), estimated=True)
+
+
+def _messages(request: ModelRequest) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": request.system}] if request.system else []
+    messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+    return messages
+
+
+def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
+    """The request's limit, never above the model's own `max_tokens`."""
+    return min(request.max_tokens, spec.max_tokens or request.max_tokens)
+
+
+def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
+    return request.temperature if request.temperature is not None else spec.temperature
+
+
+class _ChatStream:
+    """Parses chat-completion SSE bytes; each read's content deltas are joined into one string in `texts`."""
+
+    __slots__ = ("arrived", "done", "finish_reason", "model", "rest", "spec", "texts", "usage")
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.rest = b""  # an incomplete last line, kept for the next read
+        self.texts: list[str] = []  # joined by the consumer, which may fall behind by several reads
+        self.arrived = asyncio.Event()
+        self.done = False  # saw data: [DONE]
+        self.finish_reason: str | None = None
+        self.model = ""
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.rest:
+            data = self.rest + data
+        lines = data.split(b"\n")
+        self.rest = lines.pop()
+        text = ""
+        for line in lines:
+            if line.startswith(b"data: {"):
+                chunk = orjson.loads(line[6:])
+            elif line.startswith(b"data:") and (payload := line[5:].strip()):
+                if payload == b"[DONE]":
+                    self.done = True
+                    continue
+                chunk = orjson.loads(payload)
+            else:
+                continue  # blank lines between events, comments, event: and id: fields
+            choices = chunk.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta:
+                    content = delta.get("content")
+                    if content:
+                        text += content
+                reason = choice.get("finish_reason")
+                if reason:
+                    self.finish_reason = reason
+                    self.model = chunk.get("model") or ""
+            elif "error" in chunk:
+                raise broken_stream(self.spec, error_detail(chunk))
+            usage = chunk.get("usage")
+            if usage:
+                self.usage = usage
+        if text:
+            self.texts.append(text)
+            self.arrived.set()
+
+
+class OpenAILeanModel(Model):
+    """Chat completions over one pooled httpx client, yielding one delta per batch of network reads.
+
+    A pump task reads the response while the consumer handles the previous delta, so everything that arrived
+    meanwhile (one network read, or several when the consumer is slow) reaches it as a single string.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self._client: httpx.AsyncClient | None = None
+        self._key: str | None = None
+
+    def _connect(self) -> httpx.AsyncClient:
+        """The pooled client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
+        if self._client is None:
+            self._key = self.spec.resolve_api_key()
+            headers = {
+                "accept": "text/event-stream",
+                "accept-encoding": "identity",  # the body is read raw, so it must not be compressed
+                "content-type": "application/json",
+            }
+            if self._key:
+                headers["authorization"] = f"Bearer {self._key}"
+            self._client = httpx.AsyncClient(
+                base_url=self.spec.base_url or DEFAULT_BASE_URL, headers=headers, timeout=self.spec.timeout
+            )
+        return self._client
+
+    def _body(self, request: ModelRequest) -> bytes:
+        payload: dict[str, Any] = {
+            "model": self.spec.name,
+            "messages": _messages(request),
+            "max_tokens": _max_tokens(self.spec, request),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        temperature = _temperature(self.spec, request)
+        if temperature is not None:
+            payload["temperature"] = temperature
+        if request.json_output:
+            payload["response_format"] = {"type": "json_object"}
+        return orjson.dumps(payload)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        state = _ChatStream(self.spec)
+        pump = asyncio.create_task(self._pump(self._connect(), self._body(request), state))
+        texts, arrived = state.texts, state.arrived
+        parts: list[str] = []
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                finished = pump.done()  # checked before taking texts: all of a finished pump's are there
+                if texts:
+                    text = texts[0] if len(texts) == 1 else "".join(texts)
+                    texts.clear()
+                    parts.append(text)
+                    yield text
+                if finished:
+                    break
+            pump.result()
+        finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.wait((pump,))
+            if not pump.cancelled():
+                pump.exception()  # marks it retrieved: a consumer that stopped early wants no log of it
+        text = "".join(parts)
+        usage = state.usage
+        yield Completion(
+            text=text,
+            usage=Usage(
+                input_tokens=usage.get("prompt_tokens") or 0,
+                output_tokens=usage.get("completion_tokens") or 0,
+            )
+            if usage
+            else estimated_usage(request, text),
+            finish_reason=state.finish_reason or "stop",
+            model=state.model or self.spec.name,
+        )
+
+    async def _pump(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> None:
+        spec = self.spec
+        started = False
+        try:
+            async with client.stream("POST", "chat/completions", content=body) as response:
+                if response.status_code >= 400:
+                    detail = error_detail(await response.aread())
+                    raise status_error(
+                        spec,
+                        response.status_code,
+                        detail,
+                        retry_after=retry_after(response.headers),
+                        key=self._key,
+                    )
+                started = True
+                feed = state.feed
+                async for raw in response.aiter_raw():
+                    feed(raw)
+        except httpx.TimeoutException as exc:
+            raise connection_error(spec, exc, started=started, timed_out=True) from exc
+        except httpx.RequestError as exc:
+            raise connection_error(spec, exc, started=started) from exc
+        except orjson.JSONDecodeError as exc:
+            raise broken_stream(spec, f"unreadable data ({exc})") from exc
+        finally:
+            state.arrived.set()
+        if not state.done and state.finish_reason is None:
+            raise broken_stream(spec)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class OpenAISDKModel(Model):
+    """Chat completions through the official `openai` SDK, with its retries off: Moot retries itself."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self._client: AsyncOpenAI | None = None
+        self._key: str | None = None
+
+    def _connect(self) -> AsyncOpenAI:
+        """The client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._key = self.spec.resolve_api_key()
+            self._client = AsyncOpenAI(
+                api_key=self._key or "not-needed",
+                base_url=self.spec.base_url or DEFAULT_BASE_URL,
+                timeout=self.spec.timeout,
+                max_retries=0,
+            )
+        return self._client
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        import openai
+
+        client, spec = self._connect(), self.spec
+        temperature = _temperature(spec, request)
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        model = ""
+        started = False
+        try:
+            response = await client.chat.completions.create(
+                model=spec.name,
+                messages=cast("list[ChatCompletionMessageParam]", _messages(request)),
+                max_tokens=_max_tokens(spec, request),
+                temperature=openai.omit if temperature is None else temperature,
+                response_format={"type": "json_object"} if request.json_output else openai.omit,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            started = True
+            async with response:
+                async for chunk in response:
+                    if chunk.choices:
+                        choice = chunk.choices[0]
+                        content = choice.delta.content
+                        if content:
+                            parts.append(content)
+                            yield content
+                        if choice.finish_reason:
+                            finish_reason, model = choice.finish_reason, chunk.model
+                    if chunk.usage:
+                        usage = Usage(
+                            input_tokens=chunk.usage.prompt_tokens,
+                            output_tokens=chunk.usage.completion_tokens,
+                        )
+        except openai.APIStatusError as exc:
+            headers = exc.response.headers
+            raise status_error(
+                spec, exc.status_code, error_detail(exc.body), retry_after=retry_after(headers), key=self._key
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise connection_error(spec, exc, started=started, timed_out=True) from exc
+        except openai.APIConnectionError as exc:
+            raise connection_error(spec, exc, started=started) from exc
+        except openai.APIError as exc:  # an error object inside the stream
+            raise broken_stream(spec, error_detail(exc.body) or exc.message) from exc
+        if finish_reason is None:
+            raise broken_stream(spec)
+        text = "".join(parts)
+        yield Completion(
+            text=text,
+            usage=usage or estimated_usage(request, text),
+            finish_reason=finish_reason,
+            model=model or spec.name,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,188 @@
+"""Retrying what a retry may mend, and turning provider failures into Moot's exceptions.
+
+The mapping lives beside the retry policy because it is what decides retryability: every adapter raises
+through it, so the engine sees one vocabulary (ModelAuthError, ModelRequestError, TransientModelError)
+whatever the provider, and every message says what to do next.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import orjson
+import tenacity
+
+from moot.exceptions import ModelAuthError, ModelError, ModelRequestError, TransientModelError
+from moot.models import Completion, Model, ModelRequest
+from moot.spec import ModelSpec
+
+__all__ = [
+    "broken_stream",
+    "complete",
+    "connection_error",
+    "error_detail",
+    "retry_after",
+    "retrying",
+    "status_error",
+]
+
+_DEFAULT_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def retrying(spec: ModelSpec) -> tenacity.AsyncRetrying:
+    """Retries TransientModelError up to `spec.max_retries` times; anything else goes straight through.
+
+    Waits what the server asked (Retry-After), else `retry_backoff` doubled each time; never more than
+    `retry_max_wait`. The last error is re-raised as itself, not wrapped.
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, TransientModelError) and error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), spec.retry_max_wait)
+        return float(min(spec.retry_backoff * 2 ** (state.attempt_number - 1), spec.retry_max_wait))
+
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(TransientModelError),
+        stop=tenacity.stop_after_attempt(spec.max_retries + 1),
+        wait=wait,
+        reraise=True,
+    )
+
+
+async def complete(model: Model, request: ModelRequest, spec: ModelSpec) -> Completion:
+    """The finished reply of a call nobody watches stream, retried like a streamed turn."""
+    async for attempt in retrying(spec):
+        with attempt:
+            return await _final(model, request)
+    raise AssertionError("unreachable: retrying() re-raises the last error")
+
+
+async def _final(model: Model, request: ModelRequest) -> Completion:
+    completion: Completion | None = None
+    async for item in model.stream(request):
+        if isinstance(item, Completion):
+            completion = item
+    if completion is None:
+        raise ModelError(f"{model.label}: the stream ended without a Completion (an adapter bug)")
+    return completion
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked to wait, from Retry-After in seconds or as an HTTP date; None if absent."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_detail(body: object) -> str:
+    """The server's own words from an error body, whatever its shape (OpenAI, Anthropic, Ollama, vLLM)."""
+    if isinstance(body, bytes):
+        raw = body
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")
+    message: object = body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else inner
+        message = message or body.get("message") or body.get("detail") or body
+    return " ".join(str(message or "").split())[:500]
+
+
+def status_error(
+    spec: ModelSpec, status: int, detail: str, *, retry_after: float | None = None, key: str | None = None
+) -> ModelError:
+    """The Moot error for an HTTP failure status; `key` is scrubbed from the server's words."""
+    if key:
+        detail = detail.replace(key, "***")
+    label, url = spec.label, _url(spec)
+    said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status in (401, 403):
+        return ModelAuthError(
+            f"{label}: the server refused the key ({said}); check that {_key_source(spec)} holds a valid key "
+            f"for {url}",
+            model=label,
+            status=status,
+        )
+    if status == 429:
+        return TransientModelError(
+            f"{label}: rate limited ({said}); a retry after a pause may help; if it persists, "
+            "run fewer agents at once or raise the account's rate limit",
+            model=label,
+            status=status,
+            retry_after=retry_after,
+        )
+    if status in (408, 409) or status >= 500:
+        return TransientModelError(
+            f"{label}: the server failed ({said}); a retry may help; if it persists, check the server {url}",
+            model=label,
+            status=status,
+            retry_after=retry_after,
+        )
+    if status == 404:
+        return ModelRequestError(
+            f"{label}: not found ({said}); check the model name '{spec.name}' and the base_url {url}",
+            model=label,
+            status=status,
+        )
+    return ModelRequestError(
+        f"{label}: the server rejected the request ({said}); check the model name and its settings "
+        "(max_tokens, temperature)",
+        model=label,
+        status=status,
+    )
+
+
+def connection_error(
+    spec: ModelSpec, error: BaseException, *, started: bool, timed_out: bool = False
+) -> TransientModelError:
+    """A timeout, a refused connection or a connection lost mid-reply; `started`: the reply had begun."""
+    cause = error.__cause__ or error  # an SDK's wrapper hides the transport's more telling message
+    detail = str(cause) or type(cause).__name__
+    label, url = spec.label, _url(spec)
+    if timed_out:
+        where = "mid-reply" if started else "waiting for the reply"
+        message = (
+            f"{label}: nothing from {url} for {spec.timeout:g}s {where}; a retry may help; "
+            "for a slow model raise its timeout"
+        )
+    elif started:
+        message = f"{label}: the connection broke mid-reply ({detail}); a retry may help"
+    else:
+        message = (
+            f"{label}: cannot reach {url} ({detail}); check that the server is running and base_url is right"
+        )
+    return TransientModelError(message, model=label)
+
+
+def broken_stream(spec: ModelSpec, detail: str = "") -> TransientModelError:
+    """A stream that ended before the reply was complete, or that carried an error event."""
+    said = f": {detail}" if detail else ""
+    return TransientModelError(
+        f"{spec.label}: the stream ended before the reply was complete{said}; a retry may help",
+        model=spec.label,
+    )
+
+
+def _url(spec: ModelSpec) -> str:
+    return spec.base_url or _DEFAULT_URL.get(spec.provider, spec.provider)
+
+
+def _key_source(spec: ModelSpec) -> str:
+    if spec.api_key is not None:
+        return "the model's api_key"
+    return f"the variable {spec.api_key_env or _DEFAULT_KEY_ENV.get(spec.provider, 'holding the key')}"

@@ -1,0 +1,153 @@
+"""The transcript is the whole state of a discussion: protocols read it, the engine adds to it.
+
+Entries are kept in a canonical order, `Entry.key` = (round, stage, slot, arrival), not in the order they
+happened to finish. Speeches of a parallel round therefore join the history in turn order however their
+streams ended (L6), and a transcript rebuilt from storage after a crash sorts the same way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moot.conclusion import Conclusion
+from moot.models import Usage
+
+EntryKind = Literal["task", "opening", "speech", "summary", "conclusion", "intervention", "digest"]
+TurnKind = Literal["opening", "speech", "summary", "conclusion"]
+Key = tuple[int, int, int, int]
+
+USER = "user"
+
+
+def turn_id(round_: int, kind: str, speaker: str) -> str:
+    """A turn's identity (room-local): the same turn can be stored only once."""
+    return f"r{round_}:{kind}:{speaker}"
+
+
+class Entry(BaseModel):
+    """One thing said (or one failed attempt to say it) in a discussion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: EntryKind
+    round: int = Field(ge=0)
+    speaker: str
+    text: str = ""
+    stage: int = 0
+    slot: int = 0
+    arrival: int = 0
+    failed: bool = False
+    error: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    colour: str | None = None
+    finish_reason: str | None = None
+    command: Literal["stop"] | None = None
+    covers: Key | None = None  # digest: summarises the entries whose key is below this
+    conclusion: Conclusion | None = None
+    fallback: bool = False
+    created_at: float = Field(default_factory=time.time)
+
+    @property
+    def key(self) -> Key:
+        return (self.round, self.stage, self.slot, self.arrival)
+
+    @property
+    def turn_id(self) -> str:
+        return turn_id(self.round, self.kind, self.speaker)
+
+    @property
+    def is_turn(self) -> bool:
+        return self.kind in ("opening", "speech", "summary", "conclusion")
+
+
+class Transcript:
+    """Entries in canonical order, plus the digests that stand for long stretches of them (B10)."""
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries: list[Entry] = []
+        self._digests: list[Entry] = []
+        self._turn_ids: set[str] = set()
+        self._speeches: dict[int, list[int]] = {}  # round -> [spoken, failed]
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: Entry) -> None:
+        """Inserts at the entry's place in canonical order; a turn already present is refused."""
+        if entry.kind == "digest":
+            bisect.insort(self._digests, entry, key=lambda e: e.covers or (0, 0, 0, 0))
+            return
+        if entry.is_turn:
+            if entry.turn_id in self._turn_ids:
+                raise ValueError(f"turn {entry.turn_id} is already in the transcript")
+            self._turn_ids.add(entry.turn_id)
+            if entry.kind == "speech":
+                counts = self._speeches.setdefault(entry.round, [0, 0])
+                counts[0] += 1
+                counts[1] += entry.failed
+        if entry.kind == "intervention" and entry.arrival == 0:
+            entry.arrival = 1 + sum(1 for e in self._entries if e.kind == "intervention")
+        bisect.insort(self._entries, entry, key=lambda e: e.key)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    @property
+    def digests(self) -> list[Entry]:
+        return list(self._digests)
+
+    def has_turn(self, round_: int, kind: str, speaker: str) -> bool:
+        return turn_id(round_, kind, speaker) in self._turn_ids
+
+    def before(self, bound: Key) -> list[Entry]:
+        """Entries that come before a position: what a turn placed there may see."""
+        index = bisect.bisect_left(self._entries, bound, key=lambda e: e.key)
+        return self._entries[:index]
+
+    def speech_counts(self, round_: int) -> tuple[int, int]:
+        """How many speeches of a round are in, and how many of them failed."""
+        spoken, failed = self._speeches.get(round_, (0, 0))
+        return spoken, failed
+
+    @property
+    def task(self) -> Entry | None:
+        return next((e for e in self._entries if e.kind == "task"), None)
+
+    @property
+    def conclusion(self) -> Entry | None:
+        return next((e for e in reversed(self._entries) if e.kind == "conclusion"), None)
+
+    @property
+    def last_round(self) -> int:
+        """The highest round any speech or summary belongs to (0 before the first round)."""
+        return max((e.round for e in self._entries if e.kind in ("speech", "summary")), default=0)
+
+    @property
+    def stop_requested(self) -> bool:
+        return any(e.command == "stop" for e in self._entries)
+
+    def usage(self) -> Usage:
+        total = Usage()
+        for entry in (*self._entries, *self._digests):
+            if entry.usage is not None:
+                total = total + entry.usage
+        return total
+
+    def usage_by_speaker(self) -> dict[str, Usage]:
+        totals: dict[str, Usage] = {}
+        for entry in (*self._entries, *self._digests):
+            if entry.usage is not None:
+                totals[entry.speaker] = totals.get(entry.speaker, Usage()) + entry.usage
+        return totals

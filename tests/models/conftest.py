@@ -1,0 +1,90 @@
+"""A fake LLM server per test, and model declarations and adapters pointing at it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from moot.models import Completion, Model, ModelRequest, build_model
+from moot.spec import ModelSpec
+from moot.testing.servers import FakeLLMServer
+
+KEY = "sk-test-0123456789abcdef"
+
+Collect = Callable[[Model, ModelRequest], Awaitable[tuple[list[str], Completion]]]
+
+
+@pytest.fixture
+def api_key() -> str:
+    return KEY
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_spec(server: FakeLLMServer) -> Callable[..., ModelSpec]:
+    """A declaration for the fake server, with retries fast enough for tests; fields override."""
+
+    def make(provider: str = "openai", **fields: Any) -> ModelSpec:
+        data: dict[str, Any] = {
+            "provider": provider,
+            "model": "fake-model",
+            "base_url": server.url + "/v1" if provider == "openai" else server.url,
+            "api_key": KEY,
+            "timeout": 5,
+            "max_retries": 2,
+            "retry_backoff": 0.01,
+            "retry_max_wait": 0.05,
+        }
+        data.update(fields)
+        return ModelSpec.model_validate(data)
+
+    return make
+
+
+@pytest.fixture
+async def make_model() -> AsyncIterator[Callable[[ModelSpec], Model]]:
+    """Builds adapters the way the engine does, and closes them after the test."""
+    made: list[Model] = []
+
+    def make(spec: ModelSpec) -> Model:
+        made.append(build_model(spec))
+        return made[-1]
+
+    yield make
+    for model in made:
+        await model.aclose()
+
+
+@pytest.fixture
+def collect() -> Collect:
+    """Runs one stream to its end: the text deltas, and the Completion that closed it."""
+
+    async def run(model: Model, request: ModelRequest) -> tuple[list[str], Completion]:
+        deltas: list[str] = []
+        completions: list[Completion] = []
+        async for item in model.stream(request):
+            if isinstance(item, Completion):
+                completions.append(item)
+            else:
+                deltas.append(item)
+        assert len(completions) == 1, "a stream ends with exactly one Completion"
+        return deltas, completions[0]
+
+    return run
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
