@@ -206,7 +206,7 @@ def matrix_main(args: argparse.Namespace) -> None:
                 for impl in ("floor", "sdk", "moot"):
                     result = _client(impl, url, rooms, rounds, tokens)
                     chunks = rooms * rounds * len(AGENTS) * tokens
-                    ideal = rounds * len(AGENTS) * (ttft + tokens * delay)
+                    ideal = rounds * len(AGENTS) * (ttft + (tokens - 1) * delay)
                     row = {
                         "impl": impl, "rooms": rooms, "delay_ms": delay * 1000, "repeat": repeat,
                         "chunks": chunks, "events": result["received"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -86,6 +86,22 @@ class RunResult:
 
 class _Done:
     """Marks the end of the event queue."""
+
+
+class _Progress:
+    """Per-speaker state of a step whose turns run at once, as `round_progress` events (L6)."""
+
+    def __init__(self, step: Step) -> None:
+        self.round = step.round
+        self.states: dict[str, AgentState] = {t.speaker: "pending" for t in step.turns}
+
+    def event(self, speaker: str | None = None, state: AgentState = "pending") -> RoundProgress:
+        if speaker is not None:
+            self.states[speaker] = state
+        done = sum(1 for s in self.states.values() if s in ("completed", "failed"))
+        return RoundProgress(
+            round=self.round, states=dict(self.states), completed=done, total=len(self.states)
+        )
 
 
 class Run:
@@ -225,7 +241,7 @@ class Run:
             self.status = "paused"
             self._partial.clear()
             await self._emit(
-                RoomPaused(round=self.transcript.last_round, reason=self._pause_reason or "cancelled")
+                RoomPaused(round=self._current_round(), reason=self._pause_reason or "cancelled")
             )
             self._finish(None)
         except Exception as exc:  # a room-level failure: report it, keep what was said (L12, B12)
@@ -246,6 +262,9 @@ class Run:
                     await model.aclose()
             if not self._reader_gone:
                 await self._queue.put(_Done())
+
+    def _current_round(self) -> int:
+        return self._open_round if self._open_round is not None else self.transcript.last_round
 
     def _finish(self, stop_reason: StopReason | None, error: str | None = None) -> None:
         entry = self.transcript.conclusion
@@ -370,23 +389,13 @@ class Run:
 
     async def _run_together(self, step: Step) -> None:
         """Runs a step's turns at once; their deltas interleave in the one event stream (L6)."""
-        states: dict[str, AgentState] = {t.speaker: "pending" for t in step.turns}
-
-        async def report(speaker: str, state: AgentState) -> None:
-            states[speaker] = state
-            done = sum(1 for s in states.values() if s in ("completed", "failed"))
-            await self._emit(
-                RoundProgress(round=step.round, states=dict(states), completed=done, total=len(states))
-            )
-
-        await self._emit(RoundProgress(round=step.round, states=dict(states), completed=0, total=len(states)))
+        progress = _Progress(step)
+        await self._emit(progress.event())
         async with asyncio.TaskGroup() as group:
             for turn in step.turns:
-                group.create_task(self._run_turn(turn, report), name=f"moot-turn-{turn.id}")
+                group.create_task(self._run_turn(turn, progress), name=f"moot-turn-{turn.id}")
 
-    async def _run_turn(
-        self, turn: Turn, report: Callable[[str, AgentState], Awaitable[None]] | None = None
-    ) -> None:
+    async def _run_turn(self, turn: Turn, progress: _Progress | None = None) -> None:
         agent = self.room.agent(turn.speaker)
         spec = self.room.model_for(agent)
         await self._emit(
@@ -405,7 +414,7 @@ class Run:
                 if turn.kind == "conclusion":
                     await self._conclude(turn, agent, request)
                     return
-                completion, label = await self._speak(turn, agent, request, report)
+                completion, label = await self._speak(turn, agent, request, progress)
         except (ModelError, TimeoutError) as exc:
             message = (
                 str(exc)
@@ -435,9 +444,8 @@ class Run:
                     error=message,
                     error_type=type(exc).__name__,
                 ),
+                *([progress.event(agent.name, "failed")] if progress else []),
             )
-            if report is not None:
-                await report(agent.name, "failed")
             return
         finally:
             self._partial.pop(turn.id, None)
@@ -446,9 +454,11 @@ class Run:
             text=completion.text, usage=completion.usage, model=label, colour=agent.colour,
             finish_reason=completion.finish_reason,
         )  # fmt: skip
-        await self._commit(entry, self._completed_event(turn, entry))
-        if report is not None:
-            await report(agent.name, "completed")
+        await self._commit(
+            entry,
+            self._completed_event(turn, entry),
+            *([progress.event(agent.name, "completed")] if progress else []),
+        )
 
     def _completed_event(self, turn: Turn, entry: Entry) -> TurnCompleted:
         return TurnCompleted(
@@ -485,7 +495,7 @@ class Run:
         turn: Turn,
         agent: AgentSpec,
         request: ModelRequest,
-        report: Callable[[str, AgentState], Awaitable[None]] | None = None,
+        progress: _Progress | None = None,
     ) -> tuple[Completion, str]:
         """Streams one reply, retrying transient failures and trying fallback models; deltas become events."""
         attempt = 0
@@ -511,7 +521,7 @@ class Run:
                             )
                             parts.clear()
                         try:
-                            completion = await self._stream(turn, agent, model, request, parts, report)
+                            completion = await self._stream(turn, agent, model, request, parts, progress)
                         except ModelError as exc:
                             last_error = exc
                             raise
@@ -528,20 +538,25 @@ class Run:
         model: Model,
         request: ModelRequest,
         parts: list[str],
-        report: Callable[[str, AgentState], Awaitable[None]] | None,
+        progress: _Progress | None,
     ) -> Completion:
         completion: Completion | None = None
-        async for item in model.stream(request):
-            if isinstance(item, str):
-                if item:
-                    if not parts and report is not None:
-                        await report(agent.name, "streaming")
-                    parts.append(item)
-                    await self._emit(
-                        TurnDelta(turn_id=turn.id, round=turn.round, speaker=agent.name, text=item)
-                    )
-            else:
-                completion = item
+        stream = model.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, str):
+                    if item:
+                        if not parts and progress is not None:
+                            await self._emit(progress.event(agent.name, "streaming"))
+                        parts.append(item)
+                        await self._emit(
+                            TurnDelta(turn_id=turn.id, round=turn.round, speaker=agent.name, text=item)
+                        )
+                else:
+                    completion = item
+        finally:
+            if isinstance(stream, AsyncGenerator):  # a paused turn frees its connection now, not at GC
+                await stream.aclose()
         if completion is None:
             raise TransientModelError(f"{model.label}: the stream ended without a result", model=model.label)
         return completion

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -75,3 +76,32 @@ def test_ctrl_c_pauses_the_run_and_exits_130() -> None:
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert "paused at round" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_failed_room_exits_1(tmp_path: Path) -> None:
+    # covers: L12 (at the CLI: a room-level failure is exit code 1)
+    with socket.socket() as probe:  # a loopback port nobody listens on: every call is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "room.yaml"
+    path.write_text(
+        f"""
+task: Anyone there?
+protocol: sequential
+max_rounds: 2
+models:
+  dead: {{provider: openai, base_url: "http://127.0.0.1:{port}/v1", api_key: x, max_retries: 0}}
+agents:
+  - {{name: Ana, model: dead}}
+  - {{name: Ben, model: dead}}
+""",
+        encoding="utf-8",
+    )
+    result = moot("run", str(path), "--json")
+    assert result.returncode == 1, result.stderr
+    events = json_lines(result.stdout)
+    assert [e["type"] for e in events if e["type"] != "room_started"] == [
+        "round_started", "turn_started", "turn_failed", "turn_started", "turn_failed", "round_completed",
+        "room_failed",
+    ]  # fmt: skip
+    assert events[-1]["error_type"] == "AllMembersFailed"

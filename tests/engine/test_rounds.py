@@ -79,6 +79,10 @@ async def test_parallel_round_sees_previous_rounds_only_and_joins_in_turn_order_
     assert progress[0].states == {"Alice": "pending", "Bob": "pending", "Carol": "pending"}
     assert progress[0].completed == 0 and progress[0].total == 3
     assert {"streaming"} <= {s for p in progress for s in p.states.values()}
+    for index, event in enumerate(events):  # the progress follows each end event at once
+        if event.type == "turn_completed":
+            follow = events[index + 1]
+            assert follow.type == "round_progress" and follow.states[event.speaker] == "completed"
     finals = [p for p in progress if p.completed == 3]
     assert len(finals) == 2 and all(set(p.states.values()) == {"completed"} for p in finals)
 

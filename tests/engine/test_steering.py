@@ -119,6 +119,7 @@ async def test_resume_announces_itself_and_continues_mid_round_L10() -> None:
     async for event in run:
         if event.type == "turn_completed" and event.speaker == "Bob":
             run.pause()
+    assert event.type == "room_paused" and event.round == 1  # the round in progress, not the last stored
     resumed = Run(spec, transcript=transcript)
     events = await collect(resumed)
     assert events[0].type == "room_started" and events[0].resumed

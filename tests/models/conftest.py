@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 import pytest
 
@@ -14,7 +14,11 @@ from moot.testing.servers import FakeLLMServer
 
 KEY = "sk-test-0123456789abcdef"
 
-Collect = Callable[[Model, ModelRequest], Awaitable[tuple[list[str], Completion]]]
+
+class Collect(Protocol):
+    async def __call__(
+        self, model: Model, request: ModelRequest, deltas: list[str] | None = None
+    ) -> tuple[list[str], Completion]: ...
 
 
 @pytest.fixture
@@ -65,15 +69,21 @@ async def make_model() -> AsyncIterator[Callable[[ModelSpec], Model]]:
 
 @pytest.fixture
 def collect() -> Collect:
-    """Runs one stream to its end: the text deltas, and the Completion that closed it."""
+    """Runs one stream to its end: the text deltas, and the Completion that closed it.
 
-    async def run(model: Model, request: ModelRequest) -> tuple[list[str], Completion]:
-        deltas: list[str] = []
+    Deltas go into `deltas` as they come, so a test can see what arrived before a stream broke.
+    """
+
+    async def run(
+        model: Model, request: ModelRequest, deltas: list[str] | None = None
+    ) -> tuple[list[str], Completion]:
+        deltas = [] if deltas is None else deltas
         completions: list[Completion] = []
         async for item in model.stream(request):
             if isinstance(item, Completion):
                 completions.append(item)
             else:
+                assert not completions, "nothing follows the Completion"
                 deltas.append(item)
         assert len(completions) == 1, "a stream ends with exactly one Completion"
         return deltas, completions[0]

@@ -74,7 +74,9 @@ async def test_temperature_json_output_and_the_models_token_cap_are_sent(
     server: FakeLLMServer, make_spec: MakeSpec, make_model: MakeModel, transport: str, collect: Collect
 ) -> None:
     model = make_model(make_spec(transport=transport, temperature=0.3, max_tokens=100))
-    await collect(model, ModelRequest(system="", messages=(Message("user", "JSON please"),), json_output=True))
+    await collect(
+        model, ModelRequest(system="", messages=(Message("user", "JSON please"),), json_output=True)
+    )
     body = server.requests[0].body
     assert body["temperature"] == 0.3
     assert body["max_tokens"] == 100
@@ -88,10 +90,13 @@ async def test_a_reply_cut_short_by_max_tokens_says_length(model: Model, collect
     assert completion.finish_reason == "length"
 
 
-async def test_a_slow_server_gives_one_delta_per_chunk(server: FakeLLMServer, model: Model, collect: Collect) -> None:
-    server.reply_tokens, server.token_delay = 4, 0.02
-    deltas, _ = await collect(model, REQUEST)
-    assert deltas == ["the ", "council ", "weighs ", "each"]
+async def test_a_slow_server_is_streamed_as_it_comes(
+    server: FakeLLMServer, model: Model, collect: Collect
+) -> None:
+    server.reply_tokens, server.token_delay = 4, 0.03
+    deltas, completion = await collect(model, REQUEST)
+    assert "".join(deltas) == completion.text == default_reply(4)
+    assert len(deltas) > 1  # passed on as it came, not held until the end
 
 
 async def test_the_lean_transport_joins_what_arrives_together(
@@ -119,12 +124,14 @@ async def test_rate_limit_then_success_waits_what_the_server_asked(
     server.faults.append(Fault.status(429, retry_after=0.2))
     began = time.monotonic()
     completion = await complete(make_model(spec), REQUEST, spec)
-    assert time.monotonic() - began >= 0.2
+    assert time.monotonic() - began >= 0.19  # asyncio may wake a timer up to its clock resolution early
     assert completion.text == default_reply(20)
     assert len(server.requests) == 2
 
 
-async def test_a_rate_limit_error_carries_retry_after(server: FakeLLMServer, model: Model, collect: Collect) -> None:
+async def test_a_rate_limit_error_carries_retry_after(
+    server: FakeLLMServer, model: Model, collect: Collect
+) -> None:
     server.faults.append(Fault.status(429, retry_after=3))
     with pytest.raises(TransientModelError, match="rate limited") as caught:
         await collect(model, REQUEST)
@@ -153,13 +160,13 @@ async def test_failing_every_time_gives_up_after_max_retries(
     assert len(server.requests) == spec.max_retries + 1
 
 
-async def test_a_stream_cut_mid_way_is_transient(server: FakeLLMServer, model: Model) -> None:
+async def test_a_stream_cut_mid_way_is_transient(
+    server: FakeLLMServer, model: Model, collect: Collect
+) -> None:
     server.faults.append(Fault.cut(after_chunks=3))
     deltas: list[str] = []
     with pytest.raises(TransientModelError, match="mid-reply"):
-        async for item in model.stream(REQUEST):
-            assert isinstance(item, str), "no Completion for a broken stream"
-            deltas.append(item)
+        await collect(model, REQUEST, deltas)
     assert "".join(deltas) == "the council weighs "
 
 
@@ -211,7 +218,7 @@ async def test_a_silent_server_times_out(
     where: str,
 ) -> None:
     server.faults.append(Fault.hang(3, after_chunks=after_chunks))
-    with pytest.raises(TransientModelError, match=f"for 0.2s {where}"):
+    with pytest.raises(TransientModelError, match=rf"for 0\.2s {where}"):
         await collect(make_model(make_spec(transport=transport, timeout=0.2)), REQUEST)
 
 

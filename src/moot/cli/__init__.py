@@ -18,6 +18,7 @@ from rich.text import Text
 
 from moot import __version__
 from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
+from moot.cli._render import agent_style
 from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.spec import RoomSpec, load_room
@@ -45,12 +46,11 @@ class Lang(StrEnum):
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON event per line on stdout, nothing else.")]
 
 
-def _consoles(json_output: bool) -> tuple[Console, Sink]:
-    """The console for people (stderr when stdout carries JSON) and the sink the events go to."""
-    errors = Console(stderr=True)
+def _sink(json_output: bool, *, interactive: bool = False) -> Sink:
+    """Where the events go: JSON lines on stdout (people's notices on stderr), or the terminal view."""
     if json_output:
-        return errors, JsonSink(errors)
-    return errors, RichSink(Console())
+        return JsonSink(Console(stderr=True))
+    return RichSink(Console(), interactive=interactive)
 
 
 def _version(value: bool) -> None:
@@ -65,7 +65,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Discussions among several LLM agents: rounds, board meetings, live streams."""
+    """Options that come before the command."""
 
 
 @app.command()
@@ -81,8 +81,7 @@ def demo(
 ) -> None:
     """Watch a board meeting on the offline simulated model: no key, no network."""
     room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed)
-    _, sink = _consoles(json_output)
-    raise typer.Exit(_run(room, sink))
+    raise typer.Exit(_run(room, _sink(json_output)))
 
 
 @app.command("run")
@@ -95,13 +94,10 @@ def run_room(
     rounds: Annotated[int | None, typer.Option(min=1, max=50, help="Override the room's max_rounds.")] = None,
 ) -> None:
     """Run a room file with the models it names."""
-    errors, sink = _consoles(json_output)
-    room = _load(room_file, errors)
+    room = _load(room_file)
     if rounds is not None:
         room = room.model_copy(update={"max_rounds": rounds})
-    if isinstance(sink, RichSink):
-        sink.interactive = interactive
-    raise typer.Exit(_run(room, sink, interactive=interactive))
+    raise typer.Exit(_run(room, _sink(json_output, interactive=interactive), interactive=interactive))
 
 
 @app.command()
@@ -110,7 +106,7 @@ def validate(
 ) -> None:
     """Check a room file: what it holds, and what would stop it from running."""
     console = Console()
-    room = _load(room_file, Console(stderr=True))
+    room = _load(room_file)
     moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
     console.print(Text.assemble(("✓ ", "bold green"), (str(room_file), "bold"), " is a valid room"))
     rounds = "1 round" if room.max_rounds == 1 else f"{room.max_rounds} rounds"
@@ -123,7 +119,7 @@ def validate(
             role = "moderator (stand-in)"
         table.add_row(
             "",
-            Text(agent.name, style=f"bold {agent.colour}" if agent.colour else "bold"),
+            Text(agent.name, style=agent_style(agent.colour)),
             role if agent.active else f"{role}, inactive",
             Text(room.model_for(agent).label, style="dim"),
         )
@@ -150,11 +146,12 @@ def _warnings(room: RoomSpec) -> list[str]:
     return list(dict.fromkeys(warnings))
 
 
-def _load(path: Path, errors: Console) -> RoomSpec:
+def _load(path: Path) -> RoomSpec:
+    """The room in a file; a ConfigError is printed without a traceback and exits with 2."""
     try:
         return load_room(path)
     except ConfigError as exc:
-        errors.print(Text(f"✗ {exc}", style="red"), soft_wrap=True)
+        Console(stderr=True).print(Text(f"✗ {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

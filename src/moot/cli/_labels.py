@@ -57,7 +57,7 @@ class Labels:
 
 
 EN = Labels(
-    simulated_all="SIMULATED — offline demo, no model was called",
+    simulated_all="SIMULATED — offline simulated model, no real model was called",
     simulated_some="SIMULATED — {names}: offline simulated model",
     task="Task",
     protocol="Protocol",
@@ -76,7 +76,7 @@ EN = Labels(
     done="{done}/{total} done",
     states={"pending": "waiting", "streaming": "speaking", "completed": "done", "failed": "failed"},
     retrying="retrying…",
-    discarded="the partial text above is discarded",
+    discarded="retrying…; the partial text above is discarded",
     failed="could not speak",
     you="you",
     stepped_in="stepped in",
@@ -110,7 +110,7 @@ EN = Labels(
 )
 
 ZH = Labels(
-    simulated_all="模拟 — 离线演示，未调用任何模型",
+    simulated_all="模拟 — 离线模拟模型，未调用任何真实模型",
     simulated_some="模拟 — {names}：离线模拟模型",
     task="议题",
     protocol="形式",
@@ -129,7 +129,7 @@ ZH = Labels(
     done="已完成 {done}/{total}",
     states={"pending": "等待中", "streaming": "发言中", "completed": "已完成", "failed": "失败"},
     retrying="重试中…",
-    discarded="上面的部分内容作废",
+    discarded="重试中…；上面的部分内容作废",
     failed="未能发言",
     you="你",
     stepped_in="插话",

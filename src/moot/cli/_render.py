@@ -57,7 +57,7 @@ _ICONS: dict[AgentState, tuple[str, str]] = {
 }
 
 
-def _style(colour: str | None) -> Style:
+def agent_style(colour: str | None) -> Style:
     """The agent's colour as a style; a colour the terminal cannot parse falls back to plain bold."""
     try:
         return Style.parse(f"bold {colour}") if colour else Style(bold=True)
@@ -149,7 +149,6 @@ def _wrap(text: str, width: int, prefix: Text | None = None, first: Text | None 
 @dataclass
 class _Speaker:
     name: str
-    style: Style
     state: AgentState = "pending"
     text: str = ""
     note: str = ""
@@ -164,6 +163,7 @@ class _Together:
     total: int
     completed: int = 0
     texts: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
 
@@ -179,9 +179,8 @@ class Renderer:
         self.wrapper: _Wrapper | None = None
         self.together: _Together | None = None
         self.live: Live | None = None
-        self.round = (
-            0  # the round in progress; a pause mid-round reports it (the event has the last stored one)
-        )
+        # the round in progress: a pause mid-round names it (room_paused has the last round stored)
+        self.round = 0
 
     # ---- the pieces of the view ------------------------------------------------------------------------
 
@@ -190,7 +189,7 @@ class Renderer:
         text = Text()
         if agent and agent.avatar and len(agent.avatar) <= 2 and not agent.avatar.isascii():
             text.append(f"{agent.avatar} ")
-        text.append(speaker, style=_style(agent.colour if agent else None))
+        text.append(speaker, style=agent_style(agent.colour if agent else None))
         return text
 
     def _header(self, event: RoomStarted) -> RenderableType:
@@ -231,25 +230,26 @@ class Renderer:
         parts += [grid, Text(), agents]
         return Panel(
             Group(*parts),
-            title=Text(event.title or "moot", style="bold"),
+            title=Text(event.title, style="bold") if event.title else None,
             title_align="left",
             width=self.width,
             border_style="bright_black",
             padding=(0, 1),
         )
 
-    def _turn_header(self, speaker: str, note: str = "", model: str = "") -> Text:
+    def _turn_header(self, speaker: str, note: str = "", model: str = "", *, always: bool = False) -> Text:
+        """The speaker's name; the model too in a room of several models, or where another model spoke."""
         text = self.name(speaker)
         if note:
             text.append(f"  {note}", style="italic")
-        if model and self.show_models:
+        if model and (self.show_models or always):
             text.append(f"  {model}", style="dim")
         return text
 
     def _prefix(self, speaker: str, kind: str) -> Text:
         if kind == "summary":
             agent = self.agents.get(speaker)
-            return Text("┃ ", style=_style(agent.colour if agent else None))
+            return Text("┃ ", style=agent_style(agent.colour if agent else None))
         return Text("  ")
 
     def _print_text(self, speaker: str, kind: str, text: str) -> None:
@@ -259,11 +259,6 @@ class Renderer:
     def _write(self, text: Text) -> None:
         if text:
             self.console.print(text, end="", soft_wrap=True, highlight=False)
-
-    def _note(self, kind: str, round_: int) -> str:
-        if kind == "summary":
-            return self.t.summary_of.format(n=round_)
-        return ""
 
     # ---- live rows for turns that run at once (L6) --------------------------------------------------------
 
@@ -303,10 +298,7 @@ class Renderer:
         return Padding(Group(head, rows), (0, 0, 0, 1))
 
     def _start_together(self, event: RoundProgress) -> None:
-        speakers = {
-            name: _Speaker(name, _style(self.agents[name].colour if name in self.agents else None), state)
-            for name, state in event.states.items()
-        }
+        speakers = {name: _Speaker(name, state) for name, state in event.states.items()}
         self.together = _Together(event.round, speakers, event.total, event.completed)
         if self.console.is_terminal:
             self.live = Live(
@@ -327,7 +319,9 @@ class Renderer:
         self.together = None
         for name in group.speakers:
             if name in group.texts:
-                self.console.print(self._turn_header(name))
+                model = group.models[name]
+                own = self.agents[name].model if name in self.agents else model
+                self.console.print(self._turn_header(name, model=model, always=model != own))
                 self._print_text(name, "speech", group.texts[name])
             else:
                 failure = f"  ✗ {self.t.failed}: {group.failures.get(name, '')}"
@@ -399,12 +393,12 @@ class Renderer:
             )
             self.console.print(self._usage(event.usage_by_agent, event.usage))
         elif isinstance(event, RoomPaused):
-            self._stop_live(keep=self.together is not None)
+            self.close(keep=True)
             self.console.print()
             paused = t.paused.format(n=max(event.round, self.round), reason=event.reason)
             self.console.print(Text(paused, style="bold yellow"))
         elif isinstance(event, RoomFailed):
-            self._stop_live()
+            self.close()
             self.console.print(
                 Panel(
                     Text(event.error),
@@ -441,7 +435,8 @@ class Renderer:
         if event.kind == "opening":
             self.console.print(Rule(Text(self.t.opening, style="bold")))
             self.console.print()
-        self.console.print(self._turn_header(event.speaker, self._note(event.kind, event.round), event.model))
+        note = self.t.summary_of.format(n=event.round) if event.kind == "summary" else ""
+        self.console.print(self._turn_header(event.speaker, note, event.model))
         self.wrapper = _Wrapper(self.width, self._prefix(event.speaker, event.kind))
 
     def _delta(self, event: TurnDelta) -> None:
@@ -452,22 +447,21 @@ class Renderer:
             self._write(self.wrapper.feed(event.text))
 
     def _restarted(self, event: TurnRestarted) -> None:
-        message = f"↻ {event.speaker}: {self.t.retrying} ({event.reason})"
+        message = f"↻ {event.speaker}: {event.reason}"
         if self.together is not None and event.speaker in self.together.speakers:
             speaker = self.together.speakers[event.speaker]
-            speaker.text, speaker.note = "", f"{self.t.retrying} {event.reason}"
-            return
-        if self.wrapper is not None:
+            speaker.text, speaker.note = "", self.t.retrying
+        elif self.wrapper is not None:
             self._write(self.wrapper.finish())
             if event.discard:
-                message += f" — {self.t.discarded}"
-        self.console.print(Text(message, style="yellow"))
-        if self.wrapper is not None:
+                message += f" ({self.t.discarded})"
             self.wrapper = _Wrapper(self.width, self.wrapper.prefix)
+        self.console.print(Text(message, style="yellow"))
 
     def _completed(self, event: TurnCompleted) -> None:
         if self.together is not None and event.speaker in self.together.speakers:
             self.together.texts[event.speaker] = event.text
+            self.together.models[event.speaker] = event.model
             return
         if event.kind == "conclusion":
             self._stop_live()
@@ -553,9 +547,9 @@ class Renderer:
             return table
         return Group(table, Text(t.estimated, style="dim"))
 
-    def close(self) -> None:
-        """Ends anything still drawn live, e.g. when the run stops mid-step."""
-        self._stop_live()
+    def close(self, *, keep: bool = False) -> None:
+        """Ends what is still in flight when the run stops mid-step; `keep` leaves the live rows on screen."""
+        self._stop_live(keep=keep and self.together is not None)
         if self.wrapper is not None:
             self._write(self.wrapper.finish())
             self.wrapper = None

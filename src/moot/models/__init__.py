@@ -26,6 +26,7 @@ __all__ = [
     "Usage",
     "build_model",
     "estimate_tokens",
+    "estimate_usage",
 ]
 
 
@@ -117,6 +118,12 @@ def estimate_tokens(text: str) -> int:
         return 0
     cjk = len(_CJK.findall(text))
     return cjk + max(1, (len(text) - cjk + 3) // 4)
+
+
+def estimate_usage(request: ModelRequest, text: str) -> Usage:
+    """Usage counted locally, for a server that reported none (L7's fallback)."""
+    prompt = "\n".join([request.system, *(m.content for m in request.messages)])
+    return Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(text), estimated=True)
 
 
 def build_model(spec: ModelSpec) -> Model:

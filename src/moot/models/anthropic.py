@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal
 
-from moot.models import Completion, Message, Model, ModelRequest, Usage
-from moot.models.openai import estimated_usage
+from moot.models import Completion, Message, Model, ModelRequest, Usage, estimate_usage
+from moot.models._http import ssl_context
 from moot.models.retry import broken_stream, connection_error, error_detail, retry_after, status_error
 from moot.spec import ModelSpec
 
@@ -58,11 +58,16 @@ class AnthropicModel(Model):
     def _connect(self) -> AsyncAnthropic:
         """The client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
         if self._client is None:
+            import anthropic
             from anthropic import AsyncAnthropic
 
             self._key = self.spec.resolve_api_key()
             self._client = AsyncAnthropic(
-                api_key=self._key, base_url=self.spec.base_url, timeout=self.spec.timeout, max_retries=0
+                api_key=self._key,
+                base_url=self.spec.base_url,
+                timeout=self.spec.timeout,
+                max_retries=0,
+                http_client=anthropic.DefaultAsyncHttpxClient(verify=ssl_context()),
             )
         return self._client
 
@@ -124,7 +129,7 @@ class AnthropicModel(Model):
             text=text,
             usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens)
             if input_tokens is not None and output_tokens is not None
-            else estimated_usage(request, text),
+            else estimate_usage(request, text),
             finish_reason=_FINISH.get(stop_reason or "end_turn", stop_reason or "stop"),
             model=model or spec.name,
         )

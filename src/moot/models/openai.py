@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import orjson
 
-from moot.models import Completion, Model, ModelRequest, Usage, estimate_tokens
+from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
+from moot.models._http import ssl_context
 from moot.models.retry import broken_stream, connection_error, error_detail, retry_after, status_error
 from moot.spec import ModelSpec
 
@@ -22,15 +23,9 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletionMessageParam
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAILeanModel", "OpenAISDKModel", "estimated_usage"]
+__all__ = ["DEFAULT_BASE_URL", "OpenAILeanModel", "OpenAISDKModel"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-def estimated_usage(request: ModelRequest, text: str) -> Usage:
-    """Usage counted locally, for a server that reported none."""
-    prompt = "\n".join([request.system, *(m.content for m in request.messages)])
-    return Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(text), estimated=True)
 
 
 def _messages(request: ModelRequest) -> list[dict[str, str]]:
@@ -126,7 +121,10 @@ class OpenAILeanModel(Model):
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
             self._client = httpx.AsyncClient(
-                base_url=self.spec.base_url or DEFAULT_BASE_URL, headers=headers, timeout=self.spec.timeout
+                base_url=self.spec.base_url or DEFAULT_BASE_URL,
+                headers=headers,
+                timeout=self.spec.timeout,
+                verify=ssl_context(),
             )
         return self._client
 
@@ -178,7 +176,7 @@ class OpenAILeanModel(Model):
                 output_tokens=usage.get("completion_tokens") or 0,
             )
             if usage
-            else estimated_usage(request, text),
+            else estimate_usage(request, text),
             finish_reason=state.finish_reason or "stop",
             model=state.model or self.spec.name,
         )
@@ -230,6 +228,7 @@ class OpenAISDKModel(Model):
     def _connect(self) -> AsyncOpenAI:
         """The client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
         if self._client is None:
+            import openai
             from openai import AsyncOpenAI
 
             self._key = self.spec.resolve_api_key()
@@ -238,6 +237,7 @@ class OpenAISDKModel(Model):
                 base_url=self.spec.base_url or DEFAULT_BASE_URL,
                 timeout=self.spec.timeout,
                 max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context()),
             )
         return self._client
 
@@ -293,7 +293,7 @@ class OpenAISDKModel(Model):
         text = "".join(parts)
         yield Completion(
             text=text,
-            usage=usage or estimated_usage(request, text),
+            usage=usage or estimate_usage(request, text),
             finish_reason=finish_reason,
             model=model or spec.name,
         )

@@ -290,7 +290,7 @@ _EN = _Voice(
         "should we act on this, and if so, on what terms?",
         "what should we actually do, and what would make us change course?",
     ),
-    table="Around the table we have {members}; we have {max_rounds} rounds, and I will sum up after each.",
+    table="Around the table we have {members}; we have {rounds}, and I will sum up after each.",
     chair_persona="As {persona}, I'll keep us honest and on time.",
     ground_rules=(
         "Please speak from your own experience, name the colleague you are answering, and end with a clear "
@@ -503,7 +503,7 @@ _ZH = _Voice(
         "要不要做？如果做，以什么条件、什么节奏来做？",
         "我们到底该怎么做？出现什么情况时应该改变方向？",
     ),
-    table="参加讨论的有{members}，共{max_rounds}轮，每轮结束后我来做小结。",
+    table="参加讨论的有{members}，共{rounds}，每轮结束后我来做小结。",
     chair_persona="作为{persona}，我会尽量保持中立，控制好节奏。",
     ground_rules=(
         "请大家从自己的经验出发，点名回应其他人的观点，最后给出明确立场。",
@@ -770,7 +770,7 @@ class _Turn:
         parts = [
             self.pick(voice.welcome, task=self.task()),
             core,
-            voice.table.format(members=self.names(members), max_rounds=ctx.max_rounds) if members else "",
+            voice.table.format(members=self.names(members), rounds=_rounds(ctx)) if members else "",
             voice.chair_persona.format(persona=persona) if persona else "",
             self.rng.choice(voice.ground_rules),
             voice.early_question.format(quote=self.quote(ctx.interventions[-1], 12))
@@ -1051,3 +1051,10 @@ def _fit(pieces: list[str], max_tokens: int) -> tuple[list[str], str]:
             break
         kept.append(piece)
     return kept, "length"
+
+
+def _rounds(ctx: TurnContext) -> str:
+    """ "1 round" / "3 rounds" / "共3轮": the count with its noun, in the room's language."""
+    if ctx.language == "zh":
+        return f"{ctx.max_rounds}轮"
+    return f"{ctx.max_rounds} round{'s' if ctx.max_rounds != 1 else ''}"

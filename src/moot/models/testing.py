@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from moot.models import Completion, Model, ModelRequest, Usage, estimate_tokens
+from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
 
 __all__ = ["Cut", "FunctionModel", "ScriptedModel", "Step"]
 
@@ -28,11 +28,6 @@ Step = str | Exception | Cut
 """One scripted call: a reply, an error raised before any delta, or a cut stream."""
 
 Reply = Callable[[ModelRequest], str | Awaitable[str]]
-
-
-def _estimated_usage(request: ModelRequest, text: str) -> Usage:
-    prompt = estimate_tokens(request.system) + sum(estimate_tokens(m.content) for m in request.messages)
-    return Usage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -77,7 +72,7 @@ class ScriptedModel(Model):
             yield piece
         if isinstance(step, Cut):
             raise step.error
-        yield Completion(text=text, usage=self.usage or _estimated_usage(request, text), model=self.label)
+        yield Completion(text=text, usage=self.usage or estimate_usage(request, text), model=self.label)
 
     def assert_all_used(self) -> None:
         """Fails when the engine made fewer calls than the script expected."""
@@ -121,4 +116,4 @@ class FunctionModel(Model):
             if index and self.delay > 0:
                 await asyncio.sleep(self.delay)
             yield piece
-        yield Completion(text=text, usage=self.usage or _estimated_usage(request, text), model=self.label)
+        yield Completion(text=text, usage=self.usage or estimate_usage(request, text), model=self.label)

@@ -145,7 +145,7 @@ class FakeLLMServer:
     """Serves `POST /v1/chat/completions`, `POST /v1/messages` and `GET /v1/models`, streamed or not.
 
     Settings are plain attributes and may change between requests. With `api_key` set, requests must carry it
-    (OpenAI: `Authorization: Bearer`, Anthropic: `x-api-key`) or get 401. `report_usage=False` never sends
+    (OpenAI: `Authorization: Bearer`; Anthropic: `x-api-key` or Bearer) or get 401. `report_usage=False` never sends
     usage, as some local servers do. Replies honour `max_tokens` (one word is one token) and stop with
     `length` / `max_tokens` when cut short.
     """
@@ -353,9 +353,10 @@ class FakeLLMServer:
         return True
 
     def _authorized(self, headers: dict[str, str], anthropic: bool) -> bool:
-        if anthropic:
-            return headers.get("x-api-key") == self.api_key
-        return headers.get("authorization") == f"Bearer {self.api_key}"
+        bearer = headers.get("authorization") == f"Bearer {self.api_key}"
+        if anthropic:  # x-api-key, or Bearer as the anthropic SDK sends keys since 2.x
+            return bearer or headers.get("x-api-key") == self.api_key
+        return bearer
 
     async def _error(
         self,
@@ -544,6 +545,7 @@ class FakeLLMServer:
         if fault is not None and fault.after_chunks is not None and fault.kind in ("cut", "hang"):
             at = min(fault.after_chunks, len(frames))
         delay = self.token_delay
+        start = time.monotonic()
         for index in range(len(frames) + 1):
             if index == at and fault is not None:
                 if fault.kind == "cut":
@@ -554,8 +556,8 @@ class FakeLLMServer:
                     return False
             if index == len(frames):
                 break
-            if delay > 0 and index:
-                await asyncio.sleep(delay)
+            if delay > 0 and index:  # paced to deadlines, so sleep overheads do not add up over a reply
+                await asyncio.sleep(max(0.0, start + index * delay - time.monotonic()))
             writer.write(frames[index])
             await writer.drain()
         writer.write(ending + _LAST_CHUNK)
