@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -129,33 +129,36 @@ class Run:
         self._seq = start_seq
         self._on_entry = on_entry
         self._queue: asyncio.Queue[Event | _Done] = asyncio.Queue(_QUEUE_SIZE)
-        self._pending: list[tuple[str, str]] = []
+        self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
+        self._pending: list[tuple[str, str, str | None]] = []
         self._driver: asyncio.Task[None] | None = None
         self._pause_reason: str | None = None
         self._open_round: int | None = None
         self._partial: dict[str, list[str]] = {}
         self._token_cache: dict[str, int] = {}
         self._reader_gone = False
+        self._driving = False
 
     # ---- steering -------------------------------------------------------------------------------------
 
-    def intervene(self, text: str, *, author: str = USER) -> None:
-        """A person's words; they join the transcript before the next step (B9). Stop commands stop."""
-        text = text.strip()
-        if not text:
-            raise ValueError("an intervention needs some text")
-        if len(text) > MAX_INTERVENTION_CHARS:
-            raise ValueError(f"an intervention holds at most {MAX_INTERVENTION_CHARS} characters")
-        self._pending.append((author, text))
+    def intervene(self, text: str, *, author: str = USER, ref: str | None = None) -> None:
+        """A person's words; they join the transcript before the next step (B9). Stop commands stop.
+
+        `ref` is the id under which a store kept the intervention on arrival; it comes back on the entry.
+        """
+        self._pending.append((author, check_intervention(text), ref))
 
     def stop(self) -> None:
         """Ends the discussion early, with a conclusion where the room has a moderator."""
-        self._pending.append((USER, "/stop"))
+        self._pending.append((USER, "/stop", None))
 
     def pause(self, reason: str = "paused") -> None:
         """Stops now; the turn in flight is dropped and runs again from its start on resume (L10, L11)."""
-        if self._driver is not None and not self._driver.done():
-            self._pause_reason = reason
+        if self._driver is not None and self._driver.done():
+            return
+        self._pause_reason = reason
+        if self._driving:  # before its first step a task would die without running its handlers: it checks
+            assert self._driver is not None
             self._driver.cancel()
 
     def partial_texts(self) -> dict[str, str]:
@@ -176,10 +179,10 @@ class Run:
                 self._drive(), name=f"moot-run-{self.room_id}"
             )
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncGenerator[Event]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[Event]:
+    async def _events(self) -> AsyncGenerator[Event]:
         self.start()
         try:
             while True:
@@ -204,11 +207,12 @@ class Run:
     # ---- the run ----------------------------------------------------------------------------------------
 
     async def _emit(self, *events: Event) -> None:
-        for event in events:
-            self._seq += 1
-            event.seq = self._seq
-            if not self._reader_gone:
-                await self._queue.put(event)
+        async with self._order:
+            for event in events:
+                self._seq += 1
+                event.seq = self._seq
+                if not self._reader_gone:
+                    await self._queue.put(event)
 
     async def _commit(self, entry: Entry, *events: Event) -> None:
         """Adds an entry and emits its events as one step that a pause cannot cut in half."""
@@ -220,18 +224,22 @@ class Run:
             raise
 
     async def _commit_now(self, entry: Entry, events: list[Event]) -> None:
-        self.transcript.add(entry)
-        for event in events:
-            self._seq += 1
-            event.seq = self._seq
-        if self._on_entry is not None:
-            await self._on_entry(entry, events)
-        for event in events:
-            if not self._reader_gone:
-                await self._queue.put(event)
+        async with self._order:  # a concurrent turn's deltas wait for the save, not overtake its events
+            self.transcript.add(entry)
+            for event in events:
+                self._seq += 1
+                event.seq = self._seq
+            if self._on_entry is not None:
+                await self._on_entry(entry, events)
+            for event in events:
+                if not self._reader_gone:
+                    await self._queue.put(event)
 
     async def _drive(self) -> None:
+        self._driving = True
         try:
+            if self._pause_reason is not None:
+                raise asyncio.CancelledError  # paused before it began: still end with room_paused
             await self._emit(self._started_event())
             await self._run_steps()
         except asyncio.CancelledError:
@@ -369,7 +377,7 @@ class Run:
 
     async def _take_interventions(self) -> None:
         pending, self._pending = self._pending, []
-        for author, text in pending:
+        for author, text, ref in pending:
             last = self.transcript.entries[-1].key if len(self.transcript) else (0, -1, 0, 0)
             stop = is_stop_command(text)
             entry = Entry(
@@ -380,6 +388,7 @@ class Run:
                 speaker=USER,
                 text=text,
                 command="stop" if stop else None,
+                ref=ref,
             )
             await self._commit(
                 entry, InterventionAdded(round=entry.round, author=author, text=text, stop=stop)
@@ -714,6 +723,16 @@ class Run:
             self._completed_event(turn, entry),
             RoomConcluded(round=turn.round, speaker=agent.name, fallback=fallback, **conclusion.model_dump()),
         )
+
+
+def check_intervention(text: str) -> str:
+    """The intervention's text, trimmed; a ValueError says what is wrong with it."""
+    text = text.strip()
+    if not text:
+        raise ValueError("an intervention needs some text")
+    if len(text) > MAX_INTERVENTION_CHARS:
+        raise ValueError(f"an intervention holds at most {MAX_INTERVENTION_CHARS} characters")
+    return text
 
 
 def _restart_reason(error: ModelError, spec: ModelSpec) -> str:

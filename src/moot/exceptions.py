@@ -27,7 +27,7 @@ class ModelError(MootError):
 
 
 class ModelUnavailable(ModelError):
-    """The model cannot be reached or configured (missing key, unknown provider, refused connection)."""
+    """The model cannot be used as declared (a missing key, an unknown provider): fix the declaration."""
 
 
 class ModelAuthError(ModelError):

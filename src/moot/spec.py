@@ -61,6 +61,11 @@ class ModelSpec(_Spec):
     transport: Literal["lean", "sdk"] = Field(
         "lean", description="openai only: 'lean' streams with httpx+orjson, 'sdk' uses the official SDK."
     )
+    stored_provider: str | None = Field(
+        None,
+        description="HTTP service only: the stored provider whose encrypted key and URL this model uses; "
+        "filled in memory when the room runs, never written into the room.",
+    )
     seed: int | None = Field(None, description="simulated only: the same seed gives the same words.")
     tokens_per_second: float | None = Field(None, ge=0, description="simulated only: 0 streams at once.")
 

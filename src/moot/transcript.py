@@ -48,6 +48,7 @@ class Entry(BaseModel):
     colour: str | None = None
     finish_reason: str | None = None
     command: Literal["stop"] | None = None
+    ref: str | None = None  # intervention: the id it was stored under on arrival, before it joined
     covers: Key | None = None  # digest: summarises the entries whose key is below this
     conclusion: Conclusion | None = None
     fallback: bool = False

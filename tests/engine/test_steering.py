@@ -201,3 +201,15 @@ async def test_usage_is_counted_per_turn_agent_and_room() -> None:
         (e.usage for e in done if e.speaker == "Bob"), start=type(completed.usage)()
     )
     assert run.result is not None and run.result.usage == completed.usage
+
+
+async def test_a_pause_before_the_run_begins_still_ends_with_room_paused_L11() -> None:
+    early = Run(room("sequential", rounds=1))
+    early.pause("before start")
+    assert [e.type for e in await collect(early)] == ["room_paused"]
+    started = Run(room("sequential", rounds=1))
+    started.start()
+    started.pause("at once")  # the task has not taken its first step yet
+    events = await collect(started)
+    assert [e.type for e in events] == ["room_paused"] and events[0].reason == "at once"
+    assert started.result is not None and started.result.status == "paused"

@@ -1,7 +1,8 @@
-"""The `moot` command: watch an offline demo, run a room file, or check one before running it.
+"""The `moot` command: watch an offline demo, run a room file, check one, and keep rooms in a database.
 
-The commands only load rooms, hand them to the engine and draw its events; exit codes: 0 completed,
-1 the room failed, 2 bad input, 130 paused by Ctrl-C.
+The commands only load rooms, hand them to the engine (or the store) and draw its events; exit codes:
+0 completed, 1 the room failed, 2 bad input (an unknown or completed room, a database error included),
+3 the room is running in another process, 130 paused by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from moot import __version__
 from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
@@ -23,8 +25,29 @@ from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.spec import RoomSpec, load_room
 
+
+class _Commands(TyperGroup):
+    """The root group; `db` (the store's own commands) loads when asked for, so that commands needing no
+    database do not pay for importing SQLAlchemy and Alembic at every start."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), "db"]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name == "db" and "db" not in self.commands:
+            from moot.store.cli import db_app
+
+            mount = typer.Typer(add_completion=False)  # mounted as `add_typer` would mount it
+            mount.add_typer(db_app, name="db")
+            group = typer.main.get_command(mount)
+            assert isinstance(group, TyperGroup)
+            self.add_command(group.commands["db"], "db")
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
     name="moot",
+    cls=_Commands,
     help="Discussions among several LLM agents: rounds, board meetings, live streams.",
     no_args_is_help=True,
     add_completion=False,
@@ -43,7 +66,16 @@ class Lang(StrEnum):
     zh = "zh"
 
 
+class ExportFormat(StrEnum):
+    md = "md"
+    json = "json"
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON event per line on stdout, nothing else.")]
+InteractiveFlag = Annotated[
+    bool, typer.Option("--interactive", "-i", help="Each line typed on stdin steps in; /stop ends it.")
+]
+RoomId = Annotated[str, typer.Argument(metavar="ID", help="The room's id, as `moot rooms` lists it.")]
 
 
 def _sink(json_output: bool, *, interactive: bool = False) -> Sink:
@@ -88,16 +120,89 @@ def demo(
 def run_room(
     room_file: Annotated[Path, typer.Argument(metavar="ROOM.yaml", help="A room file (YAML or JSON).")],
     json_output: JsonFlag = False,
-    interactive: Annotated[
-        bool, typer.Option("--interactive", "-i", help="Each line typed on stdin steps in; /stop ends it.")
-    ] = False,
+    interactive: InteractiveFlag = False,
     rounds: Annotated[int | None, typer.Option(min=1, max=50, help="Override the room's max_rounds.")] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save",
+            help="Keep the room in the database (MOOT_DATABASE_URL): every turn is stored as it ends, and "
+            "`moot resume ID` continues it after Ctrl-C or a crash. The id comes first: a `Room ID` line, "
+            "or room_id in the first JSON event.",
+        ),
+    ] = False,
 ) -> None:
     """Run a room file with the models it names."""
     room = _load(room_file)
     if rounds is not None:
         room = room.model_copy(update={"max_rounds": rounds})
-    raise typer.Exit(_run(room, _sink(json_output, interactive=interactive), interactive=interactive))
+    sink = _sink(json_output, interactive=interactive)
+    if not save:
+        raise typer.Exit(_run(room, sink, interactive=interactive))
+    from moot.cli import _rooms
+
+    console = None if json_output else Console()
+    raise typer.Exit(_rooms.stored(_rooms.run_saved(room, sink, console, interactive=interactive)))
+
+
+@app.command()
+def rooms() -> None:
+    """List the stored rooms, the most recently active first."""
+    from moot.cli import _rooms
+
+    raise typer.Exit(_rooms.stored(_rooms.list_rooms(Console())))
+
+
+@app.command()
+def resume(room_id: RoomId, json_output: JsonFlag = False, interactive: InteractiveFlag = False) -> None:
+    """Continue a paused, interrupted or failed room at the turn where it stopped.
+
+    Exits with 3 when the room is running in another process, 2 when it is completed or unknown.
+    """
+    from moot.cli import _rooms
+
+    sink = _sink(json_output, interactive=interactive)
+    raise typer.Exit(_rooms.stored(_rooms.resume(room_id, sink, interactive=interactive)))
+
+
+@app.command()
+def show(room_id: RoomId) -> None:
+    """Print a stored room's discussion: rounds, speakers, interventions, summaries and the conclusion."""
+    from moot.cli import _rooms
+
+    raise typer.Exit(_rooms.stored(_rooms.show(room_id, Console())))
+
+
+@app.command("export")
+def export_room(
+    room_id: RoomId,
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="md for people, json for programs.")] = (
+        ExportFormat.md
+    ),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Write a stored room out: its task, every entry, and the conclusion."""
+    from moot.cli import _rooms
+
+    raise typer.Exit(_rooms.stored(_rooms.export_room(room_id, fmt.value, output)))
+
+
+@app.command()
+def intervene(
+    room_id: RoomId,
+    text: Annotated[
+        str, typer.Argument(metavar="TEXT", help="What to say; /stop ends the discussion with a conclusion.")
+    ],
+) -> None:
+    """Step into a stored room, wherever it runs.
+
+    A room running in another process takes the words in within a second; a paused one when it resumes.
+    """
+    from moot.cli import _rooms
+
+    raise typer.Exit(_rooms.stored(_rooms.intervene(room_id, text)))
 
 
 @app.command()

@@ -179,8 +179,6 @@ class Renderer:
         self.wrapper: _Wrapper | None = None
         self.together: _Together | None = None
         self.live: Live | None = None
-        # the round in progress: a pause mid-round names it (room_paused has the last round stored)
-        self.round = 0
 
     # ---- the pieces of the view ------------------------------------------------------------------------
 
@@ -344,7 +342,6 @@ class Renderer:
             self.show_models = len({a.model for a in event.agents}) > 1
             self.console.print(self._header(event))
         elif isinstance(event, RoundStarted):
-            self.round = event.round
             title = self.t.round.format(n=event.round, m=event.max_rounds)
             self.console.print(Rule(Text(title, style="bold")))
             self.console.print()
@@ -395,7 +392,7 @@ class Renderer:
         elif isinstance(event, RoomPaused):
             self.close(keep=True)
             self.console.print()
-            paused = t.paused.format(n=max(event.round, self.round), reason=event.reason)
+            paused = t.paused.format(n=event.round, reason=event.reason)
             self.console.print(Text(paused, style="bold yellow"))
         elif isinstance(event, RoomFailed):
             self.close()

@@ -1,0 +1,50 @@
+"""Settings in one place, read from MOOT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where Moot keeps things and how the server behaves. Every field can be set as MOOT_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="MOOT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("moot")))
+    database_url: str | None = Field(
+        None,
+        description="sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db; SQLite by default.",
+    )
+    host: str = Field("127.0.0.1", description="Address `moot serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `moot serve` listens on.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts provider API keys at rest; by default one is generated into "
+        "<data_dir>/secret.key (mode 0600) on first start.",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="The admin's API token; by default the first start creates an admin and prints one."
+    )
+    block_private_urls: bool = Field(
+        False, description="Refuse provider base URLs on private, loopback or link-local addresses."
+    )
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body the server reads.")
+    provider_test_timeout: float = Field(15.0, gt=0, description="Seconds `POST /providers/{id}/test` waits.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'moot.db'}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,900 @@
+"""Durable rooms: the transcript, events, people's words and leases, on SQLite or PostgreSQL.
+
+The transcript is the state (see DESIGN.md): a completed turn is stored in one transaction with its events,
+and the unique key (room, turn id) makes storing a turn twice impossible, whatever crashed where.
+
+The spec is stored whole, defaults included, with a literal `api_key` kept as given (not masked): a room
+must resume with exactly the models it started with. Keys of shared providers belong in `providers`,
+encrypted, not in room files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, cast, get_args
+
+from pydantic import SecretStr
+from sqlalchemy import ColumnElement, Executable, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from moot.conclusion import Conclusion
+from moot.events import Event, event_json, parse_event
+from moot.exceptions import MootError
+from moot.models import Usage
+from moot.settings import get_settings
+from moot.spec import RoomSpec
+from moot.store._database import (
+    async_url,
+    create_engine,
+    current_revision,
+    head_revision,
+    run_upgrade,
+)
+from moot.store._errors import DuplicateTurn, RoomNotFound, StoreError
+from moot.store.tables import (
+    AgentTemplateRow,
+    EntryRow,
+    EventRow,
+    InterventionRow,
+    PartialRow,
+    ProviderRow,
+    RoomRow,
+    RoomStatus,
+    UserRow,
+)
+from moot.transcript import Entry, Transcript
+
+ROOM_STATUSES: tuple[str, ...] = get_args(RoomStatus)
+TITLE_LENGTH = 80
+_ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who runs a room and until when; `alive` is False once it expired or its process is gone (L14)."""
+
+    owner: str
+    expires_at: float
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """A stored room: its spec and where its run stands (L1, B16)."""
+
+    id: str
+    spec: RoomSpec
+    status: RoomStatus
+    round: int
+    usage: Usage
+    conclusion: Conclusion | None
+    error: str | None
+    owner_id: int | None
+    created_at: float
+    updated_at: float
+    lease: Lease | None
+
+    @property
+    def title(self) -> str:
+        return title_of(self.spec)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIntervention:
+    """A person's words as kept on arrival; `id` comes back as the transcript entry's `ref`."""
+
+    id: str
+    author: str
+    text: str
+    created_at: float
+
+
+def title_of(spec: RoomSpec) -> str:
+    """The room's title, else the first line of its task, shortened for lists."""
+    title = spec.title or spec.task.strip().splitlines()[0].strip()
+    return title if len(title) <= TITLE_LENGTH else title[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def spec_json(spec: RoomSpec) -> str:
+    """The whole spec as JSON, secrets revealed, so `RoomSpec.from_data` gives back the same spec."""
+    return json.dumps(_reveal(spec.model_dump(by_alias=True, exclude_none=True)), ensure_ascii=False)
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_reveal(item) for item in value]
+    return value
+
+
+def _process_gone(owner: str) -> bool:
+    """True when the owner is a process on this host that no longer exists: its lease is stale at once."""
+    host, _, rest = owner.rpartition(":")[0].rpartition(":")
+    pid = int(rest) if rest.isdecimal() else 0
+    if host != socket.gethostname() or pid <= 0 or pid == os.getpid() or sys.platform == "win32":
+        return False  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
+
+
+class Store:
+    """Rooms on one database. Build it with `Store.from_url`; close it (or use `async with`) when done."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._schema_lock = asyncio.Lock()
+        self._schema_ready = False
+        self.url = engine.url.render_as_string(hide_password=True)
+        self.writes = 0  # committed write transactions: what a benchmark of writes per turn counts
+
+    @classmethod
+    def from_url(cls, url: str | None = None, *, connect_args: Mapping[str, Any] | None = None) -> Store:
+        """A store on `url` (default: MOOT_DATABASE_URL, else a SQLite file in the data directory).
+
+        Plain `sqlite:///` and `postgresql://` URLs get the async drivers. `connect_args` go to the driver's
+        connect, e.g. asyncpg's `{"server_settings": {"search_path": "moot"}}` for a schema of its own.
+        """
+        return cls(create_engine(async_url(url or get_settings().resolved_database_url), connect_args))
+
+    @staticmethod
+    def new_owner() -> str:
+        """A lease owner naming this process: `host:pid:random`, so a dead process's leases are seen stale."""
+        return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Turns driver failures into a StoreError naming the masked URL and what to check."""
+        try:
+            yield
+        except IntegrityError:
+            raise  # a refused write: the caller says what it means
+        except (DBAPIError, OSError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if re.search(r"no such table|relation .* does not exist", reason):
+                hint = "run `moot db upgrade`"
+            elif "database is locked" in reason:
+                hint = "another process kept the database busy for over 5 s; try again"
+            elif isinstance(exc, DataError):
+                hint = "a value is too long or of the wrong type for its column"
+            else:
+                hint = "check MOOT_DATABASE_URL and that the database is running and reachable"
+            raise StoreError(f"database {self.url}: {reason}; {hint}") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        with self._reaching():
+            async with self._sessions() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed as a whole and counted, or rolled back as a whole."""
+        with self._reaching():
+            async with self._engine.begin() as conn:
+                yield conn
+        self.writes += 1
+
+    # ---- schema ---------------------------------------------------------------------------------------
+
+    async def upgrade(self) -> None:
+        """Migrates the database to the newest schema (`alembic upgrade head`); safe to run again."""
+        with self._reaching():
+            async with self._engine.begin() as conn:
+                await conn.run_sync(run_upgrade)
+        self._schema_ready = True
+
+    async def ensure_schema(self) -> None:
+        """Upgrades once per Store, so every command migrates the database on first use."""
+        async with self._schema_lock:
+            if not self._schema_ready:
+                await self.upgrade()
+
+    async def revision(self) -> str | None:
+        """The schema revision the database is at; None before the first upgrade."""
+        with self._reaching():
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(current_revision)
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest revision this version of Moot knows."""
+        return head_revision()
+
+    # ---- rooms ----------------------------------------------------------------------------------------
+
+    async def create_room(
+        self, spec: RoomSpec, *, room_id: str | None = None, owner_id: int | None = None
+    ) -> RoomRecord:
+        """Stores a new idle room; its id is 12 hex characters unless one is given."""
+        room_id = room_id or uuid.uuid4().hex[:12]
+        if not _ROOM_ID.fullmatch(room_id):
+            raise ValueError(f"room id {room_id!r}: use 1 to 32 letters, digits, '-' or '_'")
+        now = time.time()
+        row = {
+            "id": room_id,
+            "owner_id": owner_id,
+            "title": title_of(spec),
+            "task": spec.task,
+            "protocol": spec.protocol,
+            "language": spec.language,
+            "max_rounds": spec.max_rounds,
+            "spec": spec_json(spec),
+            "status": "idle",
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._write() as conn:
+                await conn.execute(insert(RoomRow).values(row))
+        except IntegrityError:
+            async with self._read() as session:
+                taken = await session.get(RoomRow, room_id) is not None
+            if taken:
+                raise StoreError(f"room {room_id} already exists; choose another id") from None
+            raise StoreError(f"no user {owner_id} to own room {room_id}") from None
+        return await self.get_room(room_id)
+
+    async def get_room(self, room_id: str) -> RoomRecord:
+        async with self._read() as session:
+            row = await session.get(RoomRow, room_id)
+        if row is None:
+            raise RoomNotFound(room_id)
+        return self._record(row)
+
+    async def list_rooms(
+        self, *, owner_id: int | None = None, limit: int = 100, offset: int = 0
+    ) -> list[RoomRecord]:
+        """Rooms, the most recently active first; only one owner's when `owner_id` is given."""
+        query = select(RoomRow).order_by(RoomRow.updated_at.desc(), RoomRow.id).limit(limit).offset(offset)
+        if owner_id is not None:
+            query = query.where(RoomRow.owner_id == owner_id)
+        async with self._read() as session:
+            rows = (await session.scalars(query)).all()
+        return [self._record(row) for row in rows]
+
+    async def update_room(
+        self, room_id: str, *, status: RoomStatus | None = None, error: str | None = None
+    ) -> None:
+        """Sets the status (and the error, which only an "error" status keeps)."""
+        values: dict[str, Any] = {"updated_at": time.time()}
+        if status is not None:
+            if status not in ROOM_STATUSES:
+                raise ValueError(f"status {status!r}: use one of {', '.join(ROOM_STATUSES)}")
+            values["status"] = status
+            values["error"] = error if status == "error" else None
+        elif error is not None:
+            values["error"] = error
+        async with self._write() as conn:
+            result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(values))
+        if result.rowcount == 0:
+            raise RoomNotFound(room_id)
+
+    async def delete_room(self, room_id: str) -> None:
+        """Deletes the room with its transcript, events, interventions and partial texts."""
+        async with self._write() as conn:
+            result = await conn.execute(delete(RoomRow).where(RoomRow.id == room_id))
+        if result.rowcount == 0:
+            raise RoomNotFound(room_id)
+
+    def _record(self, row: RoomRow) -> RoomRecord:
+        lease = None
+        if row.lease_owner is not None and row.lease_expires_at is not None:
+            lease = self._lease(row.lease_owner, row.lease_expires_at)
+        return RoomRecord(
+            id=row.id,
+            spec=RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
+            status=row.status,
+            round=row.round,
+            usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
+            conclusion=Conclusion.model_validate_json(row.conclusion) if row.conclusion else None,
+            error=row.error,
+            owner_id=row.owner_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            lease=lease,
+        )
+
+    # ---- transcript and events ------------------------------------------------------------------------
+
+    async def save_entry(self, room_id: str, entry: Entry, events: Sequence[Event]) -> None:
+        """Stores a transcript entry with its events in one transaction (L8), and brings the room along.
+
+        The partial text of the turn goes, the intervention it came from is marked taken, and the room's
+        round, token totals and conclusion follow the entry. A turn already stored raises DuplicateTurn
+        and nothing of this transaction is kept.
+        """
+        now = time.time()
+        room: dict[str, Any] = {"updated_at": now}
+        if entry.kind in ("speech", "summary"):
+            room["round"] = case((RoomRow.round < entry.round, entry.round), else_=RoomRow.round)
+        if entry.usage is not None:
+            room["input_tokens"] = RoomRow.input_tokens + entry.usage.input_tokens
+            room["output_tokens"] = RoomRow.output_tokens + entry.usage.output_tokens
+        if entry.kind == "conclusion" and entry.conclusion is not None:
+            room["conclusion"] = entry.conclusion.model_dump_json()
+        async with self._write() as conn:
+            result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(room))
+            if result.rowcount == 0:
+                raise RoomNotFound(room_id)
+            try:
+                await conn.execute(
+                    insert(EntryRow).values(
+                        room_id=room_id,
+                        turn_id=entry.turn_id if entry.is_turn else None,
+                        kind=entry.kind,
+                        round=entry.round,
+                        stage=entry.stage,
+                        slot=entry.slot,
+                        arrival=entry.arrival,
+                        speaker=entry.speaker,
+                        created_at=entry.created_at,
+                        data=entry.model_dump_json(),
+                    )
+                )
+            except IntegrityError:
+                raise DuplicateTurn(room_id, entry.turn_id) from None
+            await self._insert_events(conn, room_id, events, now)
+            if entry.is_turn:
+                await conn.execute(
+                    delete(PartialRow).where(
+                        PartialRow.room_id == room_id, PartialRow.turn_id == entry.turn_id
+                    )
+                )
+            if entry.kind == "intervention" and entry.ref is not None and entry.ref.isdecimal():
+                await conn.execute(
+                    update(InterventionRow)
+                    .where(InterventionRow.room_id == room_id, InterventionRow.id == int(entry.ref))
+                    .values(taken_at=now)
+                )
+
+    async def save_events(self, room_id: str, events: Sequence[Event]) -> None:
+        """Stores events that belong to no entry (round boundaries, progress, the end) in one transaction."""
+        if not events:
+            return
+        now = time.time()
+        async with self._write() as conn:
+            result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(updated_at=now))
+            if result.rowcount == 0:
+                raise RoomNotFound(room_id)
+            await self._insert_events(conn, room_id, events, now)
+
+    @staticmethod
+    async def _insert_events(
+        conn: AsyncConnection, room_id: str, events: Sequence[Event], now: float
+    ) -> None:
+        if not events:
+            return
+        rows = [
+            {
+                "room_id": room_id,
+                "seq": event.seq,
+                "type": event.type,
+                "round": getattr(event, "round", None),
+                "data": event_json(event),
+                "created_at": now,
+            }
+            for event in events
+        ]
+        try:
+            await conn.execute(insert(EventRow), rows)
+        except IntegrityError:
+            raise StoreError(
+                f"room {room_id}: events {events[0].seq}..{events[-1].seq} overlap events already stored; "
+                f"number new events after last_seq()"
+            ) from None
+
+    async def load_transcript(self, room_id: str) -> Transcript:
+        """The room's transcript, digests included, in canonical order (empty for an unknown room)."""
+        query = (
+            select(EntryRow.data)
+            .where(EntryRow.room_id == room_id)
+            .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
+        )
+        async with self._read() as session:
+            rows = (await session.scalars(query)).all()
+        return Transcript(Entry.model_validate_json(data) for data in rows)
+
+    async def events_after(self, room_id: str, after: int, limit: int | None = None) -> list[Event]:
+        """The room's stored events with a seq above `after`, in order: replay for a reconnecting client."""
+        query = (
+            select(EventRow.data)
+            .where(EventRow.room_id == room_id, EventRow.seq > after)
+            .order_by(EventRow.seq)
+            .limit(limit)
+        )
+        async with self._read() as session:
+            rows = (await session.scalars(query)).all()
+        return [parse_event(data) for data in rows]
+
+    async def last_seq(self, room_id: str) -> int:
+        """The highest stored event seq of the room; 0 when none."""
+        async with self._read() as session:
+            value = await session.scalar(select(func.max(EventRow.seq)).where(EventRow.room_id == room_id))
+        return value or 0
+
+    # ---- text of turns in flight ----------------------------------------------------------------------
+
+    async def save_partial(self, room_id: str, turn_id: str, text: str, seq: int) -> None:
+        """Keeps the text so far of a turn in flight and the last event seq it includes (an upsert)."""
+        changes = {"text": text, "seq": seq, "updated_at": time.time()}
+        key = [PartialRow.room_id, PartialRow.turn_id]
+        statement: Executable
+        if self._engine.dialect.name == "postgresql":
+            statement = (
+                postgresql.insert(PartialRow)
+                .values(room_id=room_id, turn_id=turn_id, **changes)
+                .on_conflict_do_update(index_elements=key, set_=changes)
+            )
+        else:
+            statement = (
+                sqlite.insert(PartialRow)
+                .values(room_id=room_id, turn_id=turn_id, **changes)
+                .on_conflict_do_update(index_elements=key, set_=changes)
+            )
+        try:
+            async with self._write() as conn:
+                await conn.execute(statement)
+        except IntegrityError:
+            raise RoomNotFound(room_id) from None
+
+    async def partials(self, room_id: str) -> dict[str, tuple[str, int]]:
+        """turn id -> (text so far, last event seq it includes), for watchers who join mid-turn."""
+        query = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
+            PartialRow.room_id == room_id
+        )
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+        return {turn_id: (text, seq) for turn_id, text, seq in rows}
+
+    async def clear_partials(self, room_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
+
+    # ---- interventions --------------------------------------------------------------------------------
+
+    async def add_intervention(self, room_id: str, text: str, *, author: str = "user") -> str:
+        """Keeps a person's words the moment they arrive; the id returned goes on the entry as `ref`."""
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(
+                    insert(InterventionRow)
+                    .values(room_id=room_id, author=author, text=text, created_at=time.time())
+                    .returning(InterventionRow.id)
+                )
+                new_id = result.scalar_one()
+        except IntegrityError:
+            raise RoomNotFound(room_id) from None
+        return str(new_id)
+
+    async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
+        """Words that have not joined the transcript yet, oldest first: what a resumed run takes in."""
+        query = (
+            select(InterventionRow)
+            .where(InterventionRow.room_id == room_id, InterventionRow.taken_at.is_(None))
+            .order_by(InterventionRow.id)
+        )
+        async with self._read() as session:
+            rows = (await session.scalars(query)).all()
+        return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
+
+    # ---- leases (L14) ---------------------------------------------------------------------------------
+
+    async def acquire(self, room_id: str, owner: str, ttl: float) -> bool:
+        """Takes the room's lease for `ttl` seconds; False while another live owner holds it.
+
+        The lease is free when there is none, it expired, it is ours, or its owner is a dead process on
+        this host. The update is conditional on the exact lease read, so of two takers only one wins.
+        """
+        async with self._read() as session:
+            held = (
+                await session.execute(
+                    select(RoomRow.lease_owner, RoomRow.lease_expires_at).where(RoomRow.id == room_id)
+                )
+            ).one_or_none()
+        if held is None:
+            raise RoomNotFound(room_id)
+        held_by, expires_at = held
+        condition: ColumnElement[bool]
+        if held_by is None:
+            condition = RoomRow.lease_owner.is_(None)
+        elif held_by == owner:
+            condition = RoomRow.lease_owner == owner
+        elif expires_at is not None and self._lease(held_by, expires_at).alive:
+            return False
+        else:
+            condition = (RoomRow.lease_owner == held_by) & (RoomRow.lease_expires_at == expires_at)
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(RoomRow)
+                .where(RoomRow.id == room_id, condition)
+                .values(lease_owner=owner, lease_expires_at=time.time() + ttl)
+            )
+        return result.rowcount == 1
+
+    async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
+        """Extends our lease by `ttl` seconds from now; False when it is no longer ours."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(RoomRow)
+                .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
+                .values(lease_expires_at=time.time() + ttl)
+            )
+        return result.rowcount == 1
+
+    async def release(self, room_id: str, owner: str) -> None:
+        """Gives the lease up, if it is still ours."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(RoomRow)
+                .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def lease(self, room_id: str) -> Lease | None:
+        """The room's lease as stored, None when there is none."""
+        async with self._read() as session:
+            held = (
+                await session.execute(
+                    select(RoomRow.lease_owner, RoomRow.lease_expires_at).where(RoomRow.id == room_id)
+                )
+            ).one_or_none()
+        if held is None:
+            raise RoomNotFound(room_id)
+        held_by, expires_at = held
+        return None if held_by is None or expires_at is None else self._lease(held_by, expires_at)
+
+    @staticmethod
+    def _lease(owner: str, expires_at: float) -> Lease:
+        return Lease(owner, expires_at, alive=expires_at > time.time() and not _process_gone(owner))
+
+    # ---- users, providers and agent templates: rows the HTTP service keeps per owner (L2, L3, L15) ------
+
+    async def create_user(self, name: str, *, role: UserRole, token_hash: str | None) -> UserRecord:
+        """Adds a user; NameTaken when another user has the name."""
+        now = time.time()
+        values = {"name": name, "role": role, "token_hash": token_hash, "created_at": now}
+        try:
+            async with self._write() as conn:
+                user_id = (
+                    await conn.execute(insert(UserRow).values(values).returning(UserRow.id))
+                ).scalar_one()
+        except IntegrityError:
+            raise NameTaken(f"a user named '{name}' already exists; choose another name") from None
+        return UserRecord(user_id, name, role, now)
+
+    async def get_user(self, user_id: int) -> UserRecord | None:
+        return await self._one_user(UserRow.id == user_id)
+
+    async def user_by_name(self, name: str) -> UserRecord | None:
+        return await self._one_user(UserRow.name == name)
+
+    async def user_by_token(self, token_hash: str) -> UserRecord | None:
+        """The user whose token hashes to `token_hash`: how a request is authenticated."""
+        return await self._one_user(UserRow.token_hash == token_hash)
+
+    async def list_users(self, *, limit: int = 100, offset: int = 0) -> list[UserRecord]:
+        query = select(UserRow).order_by(UserRow.id).limit(limit).offset(offset)
+        async with self._read() as session:
+            return [_user(row) for row in (await session.scalars(query)).all()]
+
+    async def count_users(self, *, role: UserRole | None = None) -> int:
+        return await self._count(UserRow, None if role is None else UserRow.role == role)
+
+    async def update_user(
+        self, user_id: int, *, role: UserRole | None = None, token_hash: str | None = None
+    ) -> UserRecord | None:
+        """Changes a user's role or token hash (None leaves it as it is); None when there is no such user."""
+        values: dict[str, Any] = {}
+        if role is not None:
+            values["role"] = role
+        if token_hash is not None:
+            values["token_hash"] = token_hash
+        if values:
+            async with self._write() as conn:
+                await conn.execute(update(UserRow).where(UserRow.id == user_id).values(values))
+        return await self.get_user(user_id)
+
+    async def delete_user(self, user_id: int) -> bool:
+        """Deletes a user with their providers and templates; their rooms stay, owned by nobody."""
+        return await self._delete(UserRow, UserRow.id == user_id)
+
+    async def _one_user(self, condition: ColumnElement[bool]) -> UserRecord | None:
+        async with self._read() as session:
+            row = (await session.scalars(select(UserRow).where(condition))).one_or_none()
+        return None if row is None else _user(row)
+
+    async def create_provider(
+        self,
+        owner_id: int,
+        *,
+        name: str,
+        type: str,
+        base_url: str | None,
+        default_model: str | None,
+        max_tokens: int | None,
+        api_key_encrypted: bytes | None,
+    ) -> ProviderRecord:
+        """Adds a provider (L3); the caller encrypts the key. NameTaken when the owner has one of this name."""
+        values = {
+            "name": name,
+            "type": type,
+            "base_url": base_url,
+            "default_model": default_model,
+            "max_tokens": max_tokens,
+            "api_key_encrypted": api_key_encrypted,
+        }
+        provider_id = await self._insert_owned(ProviderRow, owner_id, values, what="provider")
+        return _required(await self.get_provider(provider_id, owner_id=owner_id))
+
+    async def get_provider(self, provider_id: int, *, owner_id: int) -> ProviderRecord | None:
+        row = await self._get_owned(ProviderRow, provider_id, owner_id)
+        return None if row is None else _provider(row)
+
+    async def provider_by_name(self, name: str, *, owner_id: int) -> ProviderRecord | None:
+        row = await self._get_named(ProviderRow, name, owner_id)
+        return None if row is None else _provider(row)
+
+    async def list_providers(
+        self, *, owner_id: int, limit: int = 100, offset: int = 0
+    ) -> list[ProviderRecord]:
+        return [_provider(row) for row in await self._list_owned(ProviderRow, owner_id, limit, offset)]
+
+    async def count_providers(self, *, owner_id: int) -> int:
+        return await self._count(ProviderRow, ProviderRow.owner_id == owner_id)
+
+    async def update_provider(
+        self, provider_id: int, changes: Mapping[str, Any], *, owner_id: int
+    ) -> ProviderRecord | None:
+        """Sets the given columns (name, type, base_url, default_model, max_tokens, api_key_encrypted)."""
+        await self._update_owned(ProviderRow, provider_id, owner_id, changes, what="provider")
+        return await self.get_provider(provider_id, owner_id=owner_id)
+
+    async def delete_provider(self, provider_id: int, *, owner_id: int) -> bool:
+        return await self._delete(
+            ProviderRow, (ProviderRow.id == provider_id) & (ProviderRow.owner_id == owner_id)
+        )
+
+    async def create_template(
+        self, owner_id: int, *, name: str, data: Mapping[str, Any]
+    ) -> AgentTemplateRecord:
+        """Adds a reusable agent (L2); `data` is the agent's fields as JSON. NameTaken on a name in use."""
+        values = {"name": name, "data": json.dumps(data, ensure_ascii=False)}
+        template_id = await self._insert_owned(AgentTemplateRow, owner_id, values, what="agent template")
+        return _required(await self.get_template(template_id, owner_id=owner_id))
+
+    async def get_template(self, template_id: int, *, owner_id: int) -> AgentTemplateRecord | None:
+        row = await self._get_owned(AgentTemplateRow, template_id, owner_id)
+        return None if row is None else _template(row)
+
+    async def template_by_name(self, name: str, *, owner_id: int) -> AgentTemplateRecord | None:
+        row = await self._get_named(AgentTemplateRow, name, owner_id)
+        return None if row is None else _template(row)
+
+    async def list_templates(
+        self, *, owner_id: int, limit: int = 100, offset: int = 0
+    ) -> list[AgentTemplateRecord]:
+        return [_template(row) for row in await self._list_owned(AgentTemplateRow, owner_id, limit, offset)]
+
+    async def count_templates(self, *, owner_id: int) -> int:
+        return await self._count(AgentTemplateRow, AgentTemplateRow.owner_id == owner_id)
+
+    async def update_template(
+        self,
+        template_id: int,
+        *,
+        owner_id: int,
+        name: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> AgentTemplateRecord | None:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if data is not None:
+            changes["data"] = json.dumps(data, ensure_ascii=False)
+        await self._update_owned(AgentTemplateRow, template_id, owner_id, changes, what="agent template")
+        return await self.get_template(template_id, owner_id=owner_id)
+
+    async def delete_template(self, template_id: int, *, owner_id: int) -> bool:
+        return await self._delete(
+            AgentTemplateRow, (AgentTemplateRow.id == template_id) & (AgentTemplateRow.owner_id == owner_id)
+        )
+
+    async def count_rooms(self, *, owner_id: int | None = None) -> int:
+        """How many rooms `list_rooms` pages through."""
+        return await self._count(RoomRow, None if owner_id is None else RoomRow.owner_id == owner_id)
+
+    async def count_rooms_by_status(self) -> dict[str, int]:
+        """Rooms per status, every status present (zero where none): what /metrics reports."""
+        query = select(RoomRow.status, func.count()).group_by(RoomRow.status)
+        async with self._read() as session:
+            counts: dict[str, int] = {status: count for status, count in (await session.execute(query)).all()}
+        return {status: counts.get(status, 0) for status in ROOM_STATUSES}
+
+    async def _count(
+        self, table: type[ProviderRow] | type[AgentTemplateRow] | type[UserRow] | type[RoomRow], where: Any
+    ) -> int:
+        query = select(func.count()).select_from(table)
+        if where is not None:
+            query = query.where(where)
+        async with self._read() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def _insert_owned(
+        self, table: type[_Owned], owner_id: int, values: Mapping[str, Any], *, what: str
+    ) -> int:
+        now = time.time()
+        row = {**values, "owner_id": owner_id, "created_at": now, "updated_at": now}
+        try:
+            async with self._write() as conn:
+                return int((await conn.execute(insert(table).values(row).returning(table.id))).scalar_one())
+        except IntegrityError:
+            raise await self._refused(what, str(values["name"]), owner_id) from None
+
+    async def _update_owned(
+        self, table: type[_Owned], row_id: int, owner_id: int, changes: Mapping[str, Any], *, what: str
+    ) -> None:
+        if not changes:
+            return
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    update(table)
+                    .where(table.id == row_id, table.owner_id == owner_id)
+                    .values({**changes, "updated_at": time.time()})
+                )
+        except IntegrityError:
+            raise await self._refused(what, str(changes.get("name")), owner_id) from None
+
+    async def _refused(self, what: str, name: str, owner_id: int) -> MootError:
+        if await self.get_user(owner_id) is None:
+            return StoreError(f"no user {owner_id} to own the {what} '{name}'")
+        return NameTaken(f"you already have a {what} named '{name}'; choose another name or change that one")
+
+    async def _get_owned(self, table: type[_Owned], row_id: int, owner_id: int) -> _Owned | None:
+        query = select(table).where(table.id == row_id, table.owner_id == owner_id)
+        async with self._read() as session:
+            return (await session.scalars(query)).one_or_none()
+
+    async def _get_named(self, table: type[_Owned], name: str, owner_id: int) -> _Owned | None:
+        query = select(table).where(table.name == name, table.owner_id == owner_id)
+        async with self._read() as session:
+            return (await session.scalars(query)).one_or_none()
+
+    async def _list_owned(
+        self, table: type[_Owned], owner_id: int, limit: int, offset: int
+    ) -> Sequence[_Owned]:
+        query = select(table).where(table.owner_id == owner_id).order_by(table.id).limit(limit).offset(offset)
+        async with self._read() as session:
+            return (await session.scalars(query)).all()
+
+    async def _delete(
+        self, table: type[ProviderRow] | type[AgentTemplateRow] | type[UserRow], where: ColumnElement[bool]
+    ) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(table).where(where))
+        return result.rowcount > 0
+
+
+UserRole = Literal["readonly", "member", "admin"]
+USER_ROLES: tuple[UserRole, ...] = ("readonly", "member", "admin")  # in order of what they may do (L15)
+_Owned = TypeVar("_Owned", ProviderRow, AgentTemplateRow)
+
+
+class NameTaken(MootError):
+    """A user, or one owner's provider or agent template, already has this name."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person using the HTTP service; their token is stored only as its hash."""
+
+    id: int
+    name: str
+    role: UserRole
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRecord:
+    """A stored provider (L3); the API key stays encrypted here and is decrypted only to make a call."""
+
+    id: int
+    owner_id: int
+    name: str
+    type: str
+    base_url: str | None
+    default_model: str | None
+    max_tokens: int | None
+    api_key_encrypted: bytes | None = field(repr=False)
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTemplateRecord:
+    """A reusable agent owned by a user (L2): the agent's fields, and maybe a model reference."""
+
+    id: int
+    owner_id: int
+    name: str
+    data: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+def _user(row: UserRow) -> UserRecord:
+    return UserRecord(row.id, row.name, cast(UserRole, row.role), row.created_at)
+
+
+def _provider(row: ProviderRow) -> ProviderRecord:
+    return ProviderRecord(
+        id=row.id,
+        owner_id=_required(row.owner_id),
+        name=row.name,
+        type=row.type,
+        base_url=row.base_url,
+        default_model=row.default_model,
+        max_tokens=row.max_tokens,
+        api_key_encrypted=row.api_key_encrypted,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _template(row: AgentTemplateRow) -> AgentTemplateRecord:
+    return AgentTemplateRecord(
+        row.id, _required(row.owner_id), row.name, json.loads(row.data), row.created_at, row.updated_at
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _required(value: _T | None) -> _T:
+    if value is None:
+        raise StoreError("a row vanished while it was being written; try again")
+    return value

@@ -1,0 +1,175 @@
+"""A stored room survives its process: killed or paused anywhere, resumed, it ends with every turn once.
+
+Each test drives the real `moot` command in subprocesses on the slow simulated model and cuts it at chosen
+events; the stored transcript is then compared with an uninterrupted run of the same room.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli._proc import json_lines, moot, running
+from moot.events import TurnCompleted
+
+from ._support import board, read, reference_turns, room, room_file, stored_turns
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def nth(count: int, predicate: Predicate) -> Predicate:
+    """True at the `count`-th event that satisfies `predicate`: a point some way into a stream."""
+    seen = 0
+
+    def check(event: dict[str, Any]) -> bool:
+        nonlocal seen
+        seen += predicate(event)
+        return seen >= count
+
+    return check
+
+
+def delta_of(kind: str) -> Predicate:
+    return lambda e: e["type"] == "turn_delta" and f":{kind}:" in e["turn_id"]
+
+
+def event_of(type_: str, kind: str) -> Predicate:
+    return lambda e: e["type"] == type_ and e["kind"] == kind
+
+
+def cut(args: list[str], at: Predicate, how: signal.Signals) -> tuple[int, list[dict[str, Any]], str]:
+    """Runs `moot ARGS`, sends `how` once an event satisfies `at`, and returns what `finish` returns."""
+    with running(*args) as run:
+        run.wait_for(at, timeout=20)
+        run.proc.send_signal(how)
+        return run.finish(timeout=20)
+
+
+def assert_complete_once(url: str, room_id: str, data: dict[str, Any]) -> None:
+    """Every turn once, in the order and with the words of an uninterrupted run; completed, concluded."""
+    turns = stored_turns(url, room_id)
+    reference = reference_turns(data)
+    assert [t for t, _ in turns] == [t for t, _ in reference]
+    assert turns == reference  # a turn run again saw the same history as in the uninterrupted run
+    transcript = read(url, lambda s: s.load_transcript(room_id))
+    [task] = [e for e in transcript if e.kind == "task"]  # L4: the task once, as round 0
+    assert (task.round, task.text) == (0, data["task"])
+    assert all(e.round >= 0 and e.speaker and e.created_at for e in transcript)  # L8
+    record = room(url, room_id)
+    assert record.status == "completed"  # B1
+    assert record.round == data["max_rounds"]
+    assert record.lease is None
+    assert record.conclusion is not None  # B16
+    assert record.conclusion.summary
+    assert record.conclusion.decision_advice
+    events = read(url, lambda s: s.events_after(room_id, 0))
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs))
+    completed = Counter(e.turn_id for e in events if isinstance(e, TurnCompleted))
+    assert set(completed) == {t for t, _ in reference}
+    assert set(completed.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_room_killed_anywhere_resumes_with_every_turn_once(db_url: str, tmp_path: Path) -> None:
+    # covers: L10, L4, L8, L13, B1, B16
+    data = board(200)
+    path = room_file(tmp_path, data)
+    # where to kill, and the turns that must be stored (and must not be) once it is dead
+    points = [
+        ("mid-stream, in a member's speech", nth(3, delta_of("speech")), "r0:opening:Chair", "r1:summary:Chair"),
+        ("during a round summary", nth(2, delta_of("summary")), "r1:speech:Ben", "r1:summary:Chair"),
+        ("between turns, after a summary", event_of("turn_completed", "summary"), "r1:summary:Chair", "r2:summary:Chair"),
+        ("during the conclusion", event_of("turn_started", "conclusion"), "r2:summary:Chair", "r2:conclusion:Chair"),
+    ]  # fmt: skip
+    room_id = ""
+    for number, (where, at, stored, not_yet) in enumerate(points):
+        args = ["resume", room_id, "--json"] if room_id else ["run", str(path), "--save", "--json"]
+        returncode, events, stderr = cut(args, at, signal.SIGKILL)
+        assert returncode == -signal.SIGKILL, f"{where}: {stderr}"
+        assert events[0]["type"] == "room_started"
+        assert events[0]["resumed"] is (number > 0), where
+        room_id = events[0]["room_id"]
+        record = room(db_url, room_id)
+        assert record.status == "running", where  # as the killed process left it
+        assert record.lease is not None
+        assert not record.lease.alive, where  # its owner is gone: stale at once (L14)
+        turns = {turn for turn, _ in stored_turns(db_url, room_id)}
+        assert stored in turns, where
+        assert not_yet not in turns, where
+        if number == 0:
+            listed = moot("rooms")
+            assert listed.returncode == 0, listed.stderr
+            assert room_id in listed.stdout
+            assert "interrupted" in listed.stdout
+    result = moot("resume", room_id, "--json")
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert events[0]["type"] == "room_started"
+    assert events[0]["resumed"] is True
+    assert events[-1]["type"] == "room_completed"
+    assert events[-1]["rounds_run"] == 2  # L13
+    assert any(e["type"] == "room_concluded" for e in events)
+    assert_complete_once(db_url, room_id, data)
+
+
+@pytest.mark.slow
+def test_a_room_paused_again_and_again_ends_complete(db_url: str, tmp_path: Path) -> None:
+    # covers: L11, L10
+    data = board(200)
+    path = room_file(tmp_path, data)
+    points = [
+        nth(3, delta_of("opening")),
+        event_of("turn_completed", "speech"),  # one member has spoken, the other is mid-speech
+        event_of("turn_started", "summary"),
+        event_of("turn_started", "conclusion"),
+    ]
+    room_id = ""
+    for number, at in enumerate(points):
+        args = ["resume", room_id, "--json"] if room_id else ["run", str(path), "--save", "--json"]
+        returncode, events, stderr = cut(args, at, signal.SIGINT)
+        room_id = events[0]["room_id"]
+        assert returncode == 130, stderr
+        assert events[0]["resumed"] is (number > 0)
+        assert events[-1]["type"] == "room_paused"
+        assert events[-1]["reason"] == "interrupted"
+        assert f"resume with: moot resume {room_id}" in stderr
+        assert "Traceback" not in stderr
+        record = room(db_url, room_id)
+        assert record.status == "paused"
+        assert record.lease is None  # a clean pause lets go of the room
+    result = moot("resume", room_id, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[-1]["type"] == "room_completed"
+    assert_complete_once(db_url, room_id, data)
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_run_the_room_once(db_url: str, tmp_path: Path) -> None:
+    # covers: L14
+    data = board(150)
+    path = room_file(tmp_path, data)
+    returncode, events, stderr = cut(
+        ["run", str(path), "--save", "--json"], event_of("turn_completed", "opening"), signal.SIGINT
+    )
+    assert returncode == 130, stderr
+    room_id = events[0]["room_id"]
+    with running("resume", room_id, "--json") as first, running("resume", room_id, "--json") as second:
+        outcomes = [first.finish(timeout=30), second.finish(timeout=30)]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 3], outcomes
+    [(_, ran, _)] = [o for o in outcomes if o[0] == 0]
+    [(_, busy_events, busy_err)] = [o for o in outcomes if o[0] == 3]
+    assert ran[-1]["type"] == "room_completed"
+    assert busy_events == []
+    assert f"room {room_id} is already running" in busy_err
+    assert "Traceback" not in busy_err
+    assert_complete_once(db_url, room_id, data)
