@@ -27,6 +27,7 @@ from moot.events import (
 )
 from moot.exceptions import MootError
 from moot.models import Model
+from moot.spec import RoomSpec
 from moot.store import Store
 from moot.transcript import USER, Entry
 
@@ -58,12 +59,15 @@ class DurableRun:
         store: Store,
         room_id: str,
         *,
+        spec: RoomSpec | None = None,
         models: Mapping[str, Model] | None = None,
         lease_ttl: float = LEASE_TTL,
     ) -> None:
+        """`spec` replaces the stored spec for this run only (the service fills stored providers' keys in it)."""
         self.store = store
         self.room_id = room_id
         self.run: Run | None = None
+        self._spec = spec
         self._models = models
         self._ttl = lease_ttl
         self._owner = Store.new_owner()
@@ -73,6 +77,7 @@ class DurableRun:
         self._partial: dict[str, list[str]] = {}
         self._partial_saved_at: dict[str, float] = {}
         self._pause_reason: str | None = None
+        self._partial_saving: asyncio.Task[None] | None = None
 
     @property
     def result(self) -> RunResult | None:
@@ -127,7 +132,7 @@ class DurableRun:
                 start_seq += SEQ_GAP_AFTER_CRASH
             await store.clear_partials(room_id)  # a turn cut mid-stream runs again from its start (L10)
             self.run = run = Run(
-                record.spec,
+                self._spec or record.spec,
                 transcript=transcript,
                 room_id=room_id,
                 models=self._models,
@@ -177,9 +182,12 @@ class DurableRun:
             parts = self._partial.setdefault(event.turn_id, [])
             parts.append(event.text)
             now = time.monotonic()
-            if now - self._partial_saved_at.setdefault(event.turn_id, now) >= PARTIAL_EVERY:
+            saving = self._partial_saving is not None and not self._partial_saving.done()
+            if not saving and now - self._partial_saved_at.setdefault(event.turn_id, now) >= PARTIAL_EVERY:
                 self._partial_saved_at[event.turn_id] = now
-                await self.store.save_partial(self.room_id, event.turn_id, "".join(parts), event.seq)
+                self._partial_saving = asyncio.create_task(  # the stream never waits for this write
+                    self.store.save_partial(self.room_id, event.turn_id, "".join(parts), event.seq)
+                )
             return
         if event.seq in self._saved:
             self._saved.discard(event.seq)
@@ -201,6 +209,9 @@ class DurableRun:
     async def _finish(self) -> None:
         """Writes what is left and the room's status, then lets go of the lease, whatever happened."""
         try:
+            if self._partial_saving is not None:
+                with contextlib.suppress(Exception):
+                    await self._partial_saving
             await self._flush()
             result = self.result
             if result is not None and result.status != "running":

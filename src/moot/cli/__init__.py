@@ -7,6 +7,7 @@ The commands only load rooms, hand them to the engine (or the store) and draw it
 
 from __future__ import annotations
 
+import importlib
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -25,23 +26,33 @@ from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.spec import RoomSpec, load_room
 
+_LAZY: dict[str, tuple[str, str]] = {
+    "db": ("moot.store.cli", "db_app"),
+    "serve": ("moot.service.cli", "serve"),
+    "users": ("moot.service.cli", "users_app"),
+}
+
 
 class _Commands(TyperGroup):
-    """The root group; `db` (the store's own commands) loads when asked for, so that commands needing no
-    database do not pay for importing SQLAlchemy and Alembic at every start."""
+    """The root group; commands that need the database or the web stack load when asked for, so that the
+    others do not pay for importing SQLAlchemy, Alembic and FastAPI at every start."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), "db"]
+        return [*super().list_commands(ctx), *sorted(_LAZY)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name == "db" and "db" not in self.commands:
-            from moot.store.cli import db_app
-
-            mount = typer.Typer(add_completion=False)  # mounted as `add_typer` would mount it
-            mount.add_typer(db_app, name="db")
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            module, name = _LAZY[cmd_name]
+            target = getattr(importlib.import_module(module), name)
+            mount = typer.Typer(add_completion=False)  # mounted as `add_typer` / `command` would mount it
+            mount.callback()(lambda: None)
+            if isinstance(target, typer.Typer):
+                mount.add_typer(target, name=cmd_name)
+            else:
+                mount.command(cmd_name)(target)
             group = typer.main.get_command(mount)
             assert isinstance(group, TyperGroup)
-            self.add_command(group.commands["db"], "db")
+            self.add_command(group.commands[cmd_name], cmd_name)
         return super().get_command(ctx, cmd_name)
 
 

@@ -751,7 +751,8 @@ class Store:
         """Rooms per status, every status present (zero where none): what /metrics reports."""
         query = select(RoomRow.status, func.count()).group_by(RoomRow.status)
         async with self._read() as session:
-            counts: dict[str, int] = {status: count for status, count in (await session.execute(query)).all()}
+            rows = (await session.execute(query)).all()
+        counts: dict[str, int] = {row[0]: row[1] for row in rows}
         return {status: counts.get(status, 0) for status in ROOM_STATUSES}
 
     async def _count(

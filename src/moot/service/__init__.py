@@ -1,0 +1,78 @@
+"""The HTTP service: rooms run inside the server process, steered and watched over /api/v1.
+
+    app = create_app()            # settings from MOOT_* variables; `moot serve` runs it on uvicorn
+
+Starting opens the store (migrating it), makes sure an admin can log in, and resumes the rooms a previous
+process left running or paused by its shutdown; stopping pauses every running room so the next start
+resumes it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from moot import __version__
+from moot.service import errors
+from moot.service.auth import ensure_admin
+from moot.service.crypto import Cipher
+from moot.service.providers import ProviderResolver
+from moot.service.routes import api_router
+from moot.service.routes.health import router as health_router
+from moot.service.runtime import RoomManager
+from moot.settings import Settings, get_settings
+from moot.store import Store
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Discussions among LLM agents, run inside this server.
+
+Every call under `/api/v1` takes `Authorization: Bearer <token>` (or `?token=`). Tokens come from
+`moot users token NAME` or, for admins, `POST /api/v1/users`. Errors are `{"error": {"code", "message",
+"details"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """The app; `store` replaces the one MOOT_DATABASE_URL would open (tests). The app closes it."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = store or Store.from_url(settings.resolved_database_url)
+        try:
+            await opened.ensure_schema()
+            cipher = Cipher.from_settings(settings)
+            print(f"moot: {await ensure_admin(opened, settings)}", file=sys.stderr, flush=True)
+            resolver = ProviderResolver(opened, cipher, settings)
+            manager = RoomManager(opened, resolve=resolver.resolve, models_for=resolver.models_for)
+            app.state.settings, app.state.store, app.state.cipher = settings, opened, cipher
+            app.state.manager = manager
+            await manager.start()
+            try:
+                yield
+            finally:
+                await manager.shutdown()
+        finally:
+            await opened.close()
+
+    app = FastAPI(
+        title="Moot",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operation ids: create_room, run_room, ...
+    )
+    errors.install(app, max_body_bytes=settings.max_body_bytes)
+    app.include_router(api_router)
+    app.include_router(health_router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,1 @@
+"""Tests of the HTTP service, against the real app on uvicorn: see conftest.py."""

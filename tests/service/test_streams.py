@@ -1,0 +1,260 @@
+"""SSE and WebSocket streams of the real app on uvicorn: to the end, cut and resumed, steered, kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from service.conftest import LiveServer
+
+QUESTION = "What happens to the on-call rota on Fridays?"
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=30.0)
+
+Frame = dict[str, Any]
+
+
+def meeting(speed: float, *, rounds: int = 1, slow_members_only: bool = False) -> dict[str, Any]:
+    """A board meeting of simulated agents as the API takes it; `speed` in tokens per second."""
+    sim = {"provider": "simulated", "seed": 7, "tokens_per_second": speed}
+    models = {"sim": sim, "fast": {**sim, "tokens_per_second": 0}}
+    return {
+        "task": "Should our 40-person studio move to a four-day week?",
+        "protocol": "board",
+        "max_rounds": rounds,
+        "models": models,
+        "default_model": "sim",
+        "agents": [
+            {"name": "Chair", "role": "moderator", "persona": "a neutral chair"}
+            | ({"model": "fast"} if slow_members_only else {}),
+            {"name": "Ana", "persona": "a cautious engineer"},
+            {"name": "Ben", "persona": "an ambitious product lead"},
+        ],
+    }
+
+
+@pytest.fixture
+async def live(server: LiveServer) -> LiveServer:
+    server.app.state.stream_ping = 0.2
+    return server
+
+
+async def new_room(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    answer = await http.post("/rooms", json=body)
+    assert answer.status_code == 201, answer.text
+    room_id: str = answer.json()["id"]
+    return room_id
+
+
+async def run(http: httpx.AsyncClient, room_id: str) -> None:
+    answer = await http.post(f"/rooms/{room_id}/run")
+    assert answer.status_code == 202, answer.text
+
+
+def frames(buffer: bytes) -> tuple[list[Frame], list[str], bytes]:
+    """Complete SSE frames in `buffer` (data parsed, plus `_id` and `_event`), comments, and the rest."""
+    *blocks, rest = buffer.split(b"\r\n\r\n")
+    parsed: list[Frame] = []
+    comments: list[str] = []
+    for block in blocks:
+        fields: dict[str, str] = {}
+        for line in block.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name == "":
+                comments.append(value.strip())
+            else:
+                fields[name] = value.removeprefix(" ")
+        if "data" in fields:
+            parsed.append(
+                {**json.loads(fields["data"]), "_id": fields.get("id"), "_event": fields.get("event")}
+            )
+    return parsed, comments, rest
+
+
+async def read_sse(
+    http: httpx.AsyncClient,
+    room_id: str,
+    *,
+    last_id: int | None = None,
+    seconds: float | None = None,
+    rng: random.Random | None = None,
+) -> tuple[list[Frame], bool]:
+    """Reads the room's SSE stream, or cuts it after `seconds` at a random byte of what came last.
+
+    Returns the complete frames and whether the stream reached its end.
+    """
+    headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+    async with http.stream(
+        "GET", f"/rooms/{room_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+    ) as answer:
+        assert answer.status_code == 200, await answer.aread()
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        buffer, ended = await read_for(answer, seconds)
+    if not ended and rng is not None:
+        buffer = buffer[: max(0, len(buffer) - rng.randrange(400))]  # the tail was lost with the line
+    return frames(buffer)[0], ended
+
+
+async def read_for(answer: httpx.Response, seconds: float | None) -> tuple[bytes, bool]:
+    """What a stream sends until it ends or `seconds` pass, and whether it ended."""
+    buffer = b""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for chunk in answer.aiter_raw():
+                buffer += chunk
+            return buffer, True
+    return buffer, False
+
+
+def plain(events: list[Frame]) -> list[tuple[int, str, str]]:
+    return [(e["seq"], e["type"], e.get("text", "")) for e in events]
+
+
+async def test_an_sse_client_reads_a_board_meeting_to_the_end(live: LiveServer) -> None:
+    async with live.client(await live.new_user("ana")) as http:
+        room_id = await new_room(http, meeting(300))
+        await run(http, room_id)
+        events, ended = await read_sse(http, room_id)
+    assert ended
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["_id"] == str(e["seq"]) and e["_event"] == e["type"] for e in events)
+    assert events[0]["type"] == "room_started"
+    assert events[-1]["type"] == "room_completed"
+    streamed: dict[str, str] = defaultdict(str)
+    for event in events:
+        if event["type"] == "turn_delta":
+            streamed[event["turn_id"]] += event["text"]
+    completed = {e["turn_id"]: e["text"] for e in events if e["type"] == "turn_completed"}
+    assert len(completed) == 5  # opening, two speeches, the summary, the conclusion
+    assert completed == dict(streamed)
+
+
+async def test_an_sse_client_cut_twenty_times_ends_with_exactly_the_uncut_events(live: LiveServer) -> None:
+    # covers: B14
+    rng = random.Random(20)
+    async with live.client(await live.new_user("ana")) as http:
+        room_id = await new_room(http, meeting(250, rounds=2))
+        await run(http, room_id)
+        uncut = asyncio.create_task(read_sse(http, room_id))
+        cut: list[Frame] = []
+        for _ in range(20):
+            last_id = cut[-1]["seq"] if cut else None
+            got, ended = await read_sse(
+                http, room_id, last_id=last_id, seconds=rng.uniform(0.03, 0.12), rng=rng
+            )
+            assert not ended  # every cut falls during the meeting
+            cut += got
+        got, ended = await read_sse(http, room_id, last_id=cut[-1]["seq"])
+        assert ended
+        cut += got
+        whole, _ = await uncut
+    assert whole[-1]["type"] == "room_completed"
+    assert [e["seq"] for e in whole] == list(range(1, len(whole) + 1))
+    assert plain(cut) == plain(whole)  # no gap, no duplicate, the same texts
+
+
+async def test_keep_alive_comments_come_while_nothing_happens(live: LiveServer) -> None:
+    async with live.client(await live.new_user("ana")) as http:
+        room_id = await new_room(http, meeting(300))
+        params = {"follow": "true"}
+        async with http.stream(
+            "GET", f"/rooms/{room_id}/events", params=params, timeout=STREAM_TIMEOUT
+        ) as answer:
+            buffer, _ = await read_for(answer, 0.7)
+    events, comments, _ = frames(buffer)
+    assert events == []  # an idle room: nothing to say yet
+    assert len([c for c in comments if c.startswith("ping")]) >= 2
+
+
+async def test_a_websocket_intervention_reaches_the_next_speakers_and_the_summary(live: LiveServer) -> None:
+    # covers: B9, B14
+    token = await live.new_user("ana")
+    async with live.client(token) as http:
+        room_id = await new_room(http, meeting(100, rounds=2, slow_members_only=True))
+        url = f"{live.url.replace('http', 'ws')}/api/v1/rooms/{room_id}/ws?token={token}"
+        events: list[Frame] = []
+        replies: list[Frame] = []
+        sent = False
+        async with websockets.connect(url) as ws, websockets.connect(url) as bystander:
+            await ws.send(json.dumps({"type": "run"}))
+            async for raw in ws:
+                frame = json.loads(raw)
+                if "seq" not in frame:
+                    replies.append(frame)
+                    continue
+                events.append(frame)
+                if frame["type"] == "turn_delta" and frame["turn_id"] == "r1:speech:Ana" and not sent:
+                    sent = True
+                    bystander.transport.abort()  # a client that vanishes mid-meeting stops nothing (B14)
+                    await ws.send(json.dumps({"type": "intervene", "text": QUESTION}))
+                if frame["type"] == "room_completed":
+                    break
+        messages = (await http.get(f"/rooms/{room_id}/messages", params={"limit": 100})).json()["items"]
+    assert len(replies) == 2
+    assert replies[0] == {"type": "ack", "command": "run"}
+    assert replies[1]["type"] == "ack"
+    assert replies[1]["command"] == "intervene"
+    assert replies[1]["stop"] is False
+
+    def index(type_: str, **fields: Any) -> int:
+        return next(
+            i
+            for i, e in enumerate(events)
+            if e["type"] == type_ and all(e.get(k) == v for k, v in fields.items())
+        )
+
+    added = index("intervention_added", text=QUESTION)
+    assert index("turn_completed", turn_id="r1:speech:Ana") < added
+    assert index("turn_completed", turn_id="r1:speech:Ben") < added
+    assert added < index("turn_started", turn_id="r1:summary:Chair")
+    order = [(m["kind"], m["speaker"], m["round"]) for m in messages]
+    at = next(i for i, m in enumerate(messages) if m["kind"] == "intervention")
+    assert messages[at]["text"] == QUESTION
+    assert order[at - 2 : at] == [("speech", "Ana", 1), ("speech", "Ben", 1)]
+    assert order[at + 1 : at + 4] == [("summary", "Chair", 1), ("speech", "Ana", 2), ("speech", "Ben", 2)]
+    said = {(m["kind"], m["speaker"], m["round"]): m["text"] for m in messages}
+    assert "on-call rota" in said[("summary", "Chair", 1)]  # the moderator addresses it
+    assert "on-call rota" in said[("speech", "Ana", 2)]  # the next speakers saw it
+    assert "on-call rota" in said[("speech", "Ben", 2)]
+
+
+async def test_websocket_commands_answer_with_what_went_wrong(live: LiveServer) -> None:
+    token = await live.new_user("ana")
+    other = await live.new_user("ben")
+    async with live.client(token) as http:
+        room_id = await new_room(http, meeting(300))
+        await run(http, room_id)
+    base = f"{live.url.replace('http', 'ws')}/api/v1/rooms/{room_id}/ws"
+    replies: list[Frame] = []
+    events: list[Frame] = []
+    async with websockets.connect(f"{base}?token={token}") as ws:
+        await ws.send("hello")
+        await ws.send(json.dumps({"type": "run"}))
+        await ws.send(json.dumps({"type": "intervene", "text": "  "}))
+        while len(replies) < 3 or not events or events[-1]["type"] != "room_completed":
+            frame = json.loads(await ws.recv())
+            (events if "seq" in frame else replies).append(frame)
+    assert replies[0]["type"] == "error"
+    assert "intervene" in replies[0]["message"]
+    assert replies[1]["type"] == "error"  # run: the room runs, or has completed by now
+    assert replies[1]["state"] in ("running", "completed")
+    assert replies[2]["type"] == "error"
+    assert "text" in replies[2]["message"]
+    async with websockets.connect(f"{base}?token={token}&follow=false&after=3") as ws:
+        finished = [json.loads(raw) async for raw in ws]  # a finished run: the rest, then a normal close
+    assert ws.close_code == 1000
+    assert [e["seq"] for e in finished] == [e["seq"] for e in events if e["seq"] > 3]
+    for query, code in ((f"?token={other}", 4404), ("?token=nope", 4401), ("", 4401)):
+        async with websockets.connect(base + query) as ws:
+            with pytest.raises(ConnectionClosed) as refused:
+                await ws.recv()
+        assert refused.value.rcvd is not None
+        assert refused.value.rcvd.code == code
