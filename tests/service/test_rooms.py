@@ -11,7 +11,7 @@ import pytest
 
 from moot.testing.servers import FakeLLMServer
 
-from .helpers import LiveServer, make_settings, provider_for, running_server, wait_for
+from .helpers import LiveServer, make_settings, provider_for, read_sse, running_server, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -55,6 +55,15 @@ async def test_rooms_of_each_protocol_run_to_the_end_on_a_stored_provider_L1_L3_
         assert "api_key" not in json.dumps(room["spec"])
         started = await ana.post(f"/rooms/{room['id']}/run")
         assert started.status_code == 202
+        events, ended = await read_sse(ana, room["id"])  # watched live, to the end of the run
+        assert ended and events[0]["type"] == "room_started" and events[-1]["type"] == "room_completed"
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        streamed: dict[str, str] = {}
+        for event in events:
+            if event["type"] == "turn_delta":
+                streamed[event["turn_id"]] = streamed.get(event["turn_id"], "") + event["text"]
+        completed = [e for e in events if e["type"] == "turn_completed" and e["kind"] == "speech"]
+        assert completed and all(streamed[e["turn_id"]] == e["text"] for e in completed)
         done = await wait_for(ana, room["id"], "completed", "error")
         assert (done["status"], done["round"], done["error"]) == ("completed", 2, None)
         assert (

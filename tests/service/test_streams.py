@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections import defaultdict
@@ -14,12 +13,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from service.conftest import LiveServer
+from .helpers import STREAM_TIMEOUT, Frame, LiveServer, frames, read_for, read_sse
 
 QUESTION = "What happens to the on-call rota on Fridays?"
-STREAM_TIMEOUT = httpx.Timeout(10.0, read=30.0)
-
-Frame = dict[str, Any]
 
 
 def meeting(speed: float, *, rounds: int = 1, slow_members_only: bool = False) -> dict[str, Any]:
@@ -57,61 +53,6 @@ async def new_room(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
 async def run(http: httpx.AsyncClient, room_id: str) -> None:
     answer = await http.post(f"/rooms/{room_id}/run")
     assert answer.status_code == 202, answer.text
-
-
-def frames(buffer: bytes) -> tuple[list[Frame], list[str], bytes]:
-    """Complete SSE frames in `buffer` (data parsed, plus `_id` and `_event`), comments, and the rest."""
-    *blocks, rest = buffer.split(b"\r\n\r\n")
-    parsed: list[Frame] = []
-    comments: list[str] = []
-    for block in blocks:
-        fields: dict[str, str] = {}
-        for line in block.decode().split("\r\n"):
-            name, _, value = line.partition(":")
-            if name == "":
-                comments.append(value.strip())
-            else:
-                fields[name] = value.removeprefix(" ")
-        if "data" in fields:
-            parsed.append(
-                {**json.loads(fields["data"]), "_id": fields.get("id"), "_event": fields.get("event")}
-            )
-    return parsed, comments, rest
-
-
-async def read_sse(
-    http: httpx.AsyncClient,
-    room_id: str,
-    *,
-    last_id: int | None = None,
-    seconds: float | None = None,
-    rng: random.Random | None = None,
-) -> tuple[list[Frame], bool]:
-    """Reads the room's SSE stream, or cuts it after `seconds` at a random byte of what came last.
-
-    Returns the complete frames and whether the stream reached its end.
-    """
-    headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
-    async with http.stream(
-        "GET", f"/rooms/{room_id}/events", headers=headers, timeout=STREAM_TIMEOUT
-    ) as answer:
-        assert answer.status_code == 200, await answer.aread()
-        assert answer.headers["content-type"].startswith("text/event-stream")
-        buffer, ended = await read_for(answer, seconds)
-    if not ended and rng is not None:
-        buffer = buffer[: max(0, len(buffer) - rng.randrange(400))]  # the tail was lost with the line
-    return frames(buffer)[0], ended
-
-
-async def read_for(answer: httpx.Response, seconds: float | None) -> tuple[bytes, bool]:
-    """What a stream sends until it ends or `seconds` pass, and whether it ended."""
-    buffer = b""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            async for chunk in answer.aiter_raw():
-                buffer += chunk
-            return buffer, True
-    return buffer, False
 
 
 def plain(events: list[Frame]) -> list[tuple[int, str, str]]:
