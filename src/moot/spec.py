@@ -115,10 +115,9 @@ ModelRef = Annotated[
 ]
 
 
-class AgentSpec(_Spec):
-    """One participant: who it is, how it thinks and speaks, and which model speaks for it (L2, B2)."""
+class AgentPersona(_Spec):
+    """Who an agent is and how it thinks and speaks (B2): shared by room agents and the service's templates."""
 
-    name: str = Field(min_length=1, max_length=64)
     role: Role = "member"
     persona: str = Field("", max_length=4000)
     system_prompt: str | None = Field(None, max_length=20_000, description="Replaces the generated opening.")
@@ -128,6 +127,12 @@ class AgentSpec(_Spec):
     colour: str | None = Field(None, alias="color", max_length=32)
     avatar: str | None = Field(None, max_length=500)
     active: bool = True
+
+
+class AgentSpec(AgentPersona):
+    """One participant: its persona, its name, and which model speaks for it (L2, B2)."""
+
+    name: str = Field(min_length=1, max_length=64)
     model: ModelRef | None = None
 
     @field_validator("name")

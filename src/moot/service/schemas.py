@@ -21,7 +21,7 @@ from pydantic import (
 
 from moot.conclusion import Conclusion
 from moot.engine import MAX_INTERVENTION_CHARS
-from moot.spec import Language, Limits, ProtocolName, Role
+from moot.spec import AgentPersona, Language, Limits, ProtocolName, Role
 from moot.store._store import UserRole
 
 T = TypeVar("T")
@@ -213,16 +213,8 @@ ModelRef = Annotated[
 ]
 
 
-class _AgentFields(_In):
-    role: Role = "member"
-    persona: str = Field("", max_length=4000)
-    system_prompt: str | None = Field(None, max_length=20_000, description="Replaces the generated opening.")
-    thinking_style: str = Field("", max_length=2000)
-    speaking_style: str = Field("", max_length=2000)
-    decision_framework: str = Field("", max_length=2000)
-    colour: str | None = Field(None, alias="color", max_length=32)
-    avatar: str | None = Field(None, max_length=500)
-    active: bool = True
+class _AgentFields(_In, AgentPersona):
+    """The persona fields of a room's agent, taken as a request body."""
 
 
 class AgentCreate(_AgentFields):
@@ -232,10 +224,9 @@ class AgentCreate(_AgentFields):
     model: ModelIn | None = None
 
 
-class AgentUpdate(_In):
-    """Only the fields given change; `null` clears the optional ones."""
+class _AgentOverrides(_In):
+    """Persona fields that are all optional: what an update or a template's overrides may change."""
 
-    name: AgentName | None = None
     role: Role | None = None
     persona: str | None = Field(None, max_length=4000)
     system_prompt: str | None = Field(None, max_length=20_000)
@@ -245,6 +236,12 @@ class AgentUpdate(_In):
     colour: str | None = Field(None, alias="color", max_length=32)
     avatar: str | None = Field(None, max_length=500)
     active: bool | None = None
+
+
+class AgentUpdate(_AgentOverrides):
+    """Only the fields given change; `null` clears the optional ones."""
+
+    name: AgentName | None = None
     model: ModelIn | None = None
 
     @model_validator(mode="after")
@@ -283,20 +280,11 @@ class AgentPublic(_Out):
 # ---- rooms (L1, B1) --------------------------------------------------------------------------------------
 
 
-class RoomAgentIn(_In):
+class RoomAgentIn(_AgentOverrides):
     """An agent given inline, or `{"template": "name", ...overrides}` from one of your agent templates."""
 
     template: AgentName | None = Field(None, description="One of your agent templates, by name.")
     name: AgentName | None = Field(None, description="Required without a template.")
-    role: Role | None = None
-    persona: str | None = Field(None, max_length=4000)
-    system_prompt: str | None = Field(None, max_length=20_000)
-    thinking_style: str | None = Field(None, max_length=2000)
-    speaking_style: str | None = Field(None, max_length=2000)
-    decision_framework: str | None = Field(None, max_length=2000)
-    colour: str | None = Field(None, alias="color", max_length=32)
-    avatar: str | None = Field(None, max_length=500)
-    active: bool | None = None
     model: ModelRef | None = None
 
     @model_validator(mode="after")
