@@ -5,14 +5,21 @@ events in one transaction (the engine's `on_entry` hook); other events ride alon
 with the run's last one. Token deltas are not written: the text of a turn in flight is saved at most about a
 second behind, and a turn cut by a crash runs again from its start, so the number of writes per turn does not
 grow with its tokens. A lease in the database keeps a room from running twice at once (L14).
+
+The database may fail while a room runs (locked, restarted, unreachable). Every write and the helpers that
+renew the lease and take in words stored elsewhere retry with backoff; what still fails pauses the room with
+a plain reason rather than dying unseen, and the end of a run is always written, retried as its writes are.
+What participants read of such a failure never names the database: the details go to the server log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from moot.engine import Run, RunResult, check_intervention
 from moot.events import (
@@ -28,8 +35,11 @@ from moot.events import (
 from moot.exceptions import MootError
 from moot.models import Model
 from moot.spec import RoomSpec
-from moot.store import Store
+from moot.store import DuplicateTurn, Store, StoreError
 from moot.transcript import USER, Entry
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_TTL = 15.0
 PARTIAL_EVERY = 1.0
@@ -37,6 +47,12 @@ PARTIAL_EVERY = 1.0
 # its successor's numbers start this far above, so no watcher ever sees a number twice.
 SEQ_GAP_AFTER_CRASH = 100_000
 POLL_EVERY = 0.5
+# A failed database call is tried again this many times, waiting RETRY_FIRST seconds, then twice as long each
+# time up to RETRY_LONGEST: about 3 s in all, enough for a busy database or a restarted connection.
+STORE_RETRIES = 4
+RETRY_FIRST = 0.2
+RETRY_LONGEST = 5.0
+CUT_BY_CRASH = "the process running the room stopped during this turn; it starts over"
 
 
 class RoomBusy(MootError):
@@ -62,14 +78,19 @@ class DurableRun:
         spec: RoomSpec | None = None,
         models: Mapping[str, Model] | None = None,
         lease_ttl: float = LEASE_TTL,
+        renew_every: float | None = None,
     ) -> None:
-        """`spec` replaces the stored spec for this run only (the service fills stored providers' keys in it)."""
+        """`spec` replaces the stored spec for this run only (the service fills stored providers' keys in it).
+
+        The lease lasts `lease_ttl` seconds and is renewed every `renew_every` (a third of it by default).
+        """
         self.store = store
         self.room_id = room_id
         self.run: Run | None = None
         self._spec = spec
         self._models = models
         self._ttl = lease_ttl
+        self._renew_every = renew_every if renew_every is not None else lease_ttl / 3
         self._owner = Store.new_owner()
         self._fed: set[str] = set()
         self._unsaved: list[Event] = []
@@ -85,7 +106,10 @@ class DurableRun:
 
     async def intervene(self, text: str, *, author: str = USER) -> str:
         """Stores a person's words at once, then hands them to the run (B9); returns the stored id."""
-        ref = await self.store.add_intervention(self.room_id, check_intervention(text), author=author)
+        try:
+            ref = await self.store.add_intervention(self.room_id, check_intervention(text), author=author)
+        except StoreError as exc:
+            raise self._plain(exc, "storing words") from exc
         self._feed(ref, author, text)
         return ref
 
@@ -111,6 +135,18 @@ class DurableRun:
     # ---- the run ----------------------------------------------------------------------------------------
 
     async def _events(self) -> AsyncIterator[Event]:
+        """The stored run's events; a database failure reaches the reader as a plain StoreError."""
+        inner = self._run_stored()
+        try:
+            try:
+                async for event in inner:
+                    yield event
+            finally:
+                await inner.aclose()  # a reader that left early: the run pauses and its end is written now
+        except StoreError as exc:
+            raise self._plain(exc, "running the room") from exc
+
+    async def _run_stored(self) -> AsyncIterator[Event]:
         store, room_id = self.store, self.room_id
         record = await store.get_room(room_id)
         if record.status == "completed":
@@ -131,13 +167,15 @@ class DurableRun:
             if record.status == "running":  # it was cut (SIGKILL): numbers it sent unstored stay unused
                 start_seq += SEQ_GAP_AFTER_CRASH
             await store.clear_partials(room_id)  # a turn cut mid-stream runs again from its start (L10)
+            spec = self._spec or record.spec
             self.run = run = Run(
-                self._spec or record.spec,
+                spec,
                 transcript=transcript,
                 room_id=room_id,
                 models=self._models,
                 start_seq=start_seq,
                 on_entry=self._save_entry,
+                after_start=[_restarted(spec, turn) for turn in sorted(partials)],
             )
             for pending in await store.pending_interventions(room_id):
                 self._feed(pending.id, pending.author, pending.text)
@@ -171,10 +209,38 @@ class DurableRun:
         self.run.intervene(text, author=author, ref=ref)
 
     async def _save_entry(self, entry: Entry, events: list[Event]) -> None:
-        """The engine's hook: the entry, its events and those waiting, in one transaction."""
+        """The engine's hook: the entry, its events and those waiting, in one transaction, retried.
+
+        Then the words other processes stored meanwhile are taken in, so that words stored before a step
+        ends join at the next one, whenever the poller last looked. A save that keeps failing fails the
+        room with a plain message (the engine reports it); the events waiting are kept for the end.
+        """
         waiting, self._unsaved = self._unsaved, []
-        await self.store.save_entry(self.room_id, entry, [*waiting, *events])
+        tries = 0
+
+        async def save() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await self.store.save_entry(self.room_id, entry, [*waiting, *events])
+            except DuplicateTurn:
+                if tries == 1:
+                    raise
+                # an earlier try was committed though its answer was lost: the turn and its events are in
+
+        try:
+            await self._retrying("saving a turn", save)
+        except StoreError as exc:
+            self._unsaved[:0] = waiting
+            raise self._plain(exc, "saving a turn") from exc
         self._saved.update(e.seq for e in events)
+        try:
+            pending = await self.store.pending_interventions(self.room_id)
+        except StoreError as exc:  # the poller looks again, and pauses the room if it keeps failing
+            logger.warning("room %s: reading words stored elsewhere failed: %s", self.room_id, exc)
+            return
+        for words in pending:
+            self._feed(words.id, words.author, words.text)
 
     async def _keep(self, event: Event) -> None:
         """Tracks the text of turns in flight and writes what is not yet written, at most once a second."""
@@ -186,7 +252,7 @@ class DurableRun:
             if not saving and now - self._partial_saved_at.setdefault(event.turn_id, now) >= PARTIAL_EVERY:
                 self._partial_saved_at[event.turn_id] = now
                 self._partial_saving = asyncio.create_task(  # the stream never waits for this write
-                    self.store.save_partial(self.room_id, event.turn_id, "".join(parts), event.seq)
+                    self._save_partial(event.turn_id, "".join(parts), event.seq)
                 )
             return
         if event.seq in self._saved:
@@ -199,39 +265,144 @@ class DurableRun:
             self._partial_saved_at.pop(event.turn_id, None)
         self._unsaved.append(event)
         if isinstance(event, RoomPaused | RoomCompleted | RoomFailed):
-            await self._flush()
+            try:
+                await self._flush()
+            except StoreError as exc:  # kept: the end of the run tries again, with backoff
+                logger.warning("room %s: storing the run's last events failed: %s", self.room_id, exc)
 
     async def _flush(self) -> None:
         if self._unsaved:
             waiting, self._unsaved = self._unsaved, []
-            await self.store.save_events(self.room_id, waiting)
+            try:
+                await self.store.save_events(self.room_id, waiting)
+            except BaseException:
+                self._unsaved[:0] = waiting
+                raise
+
+    async def _save_partial(self, turn_id: str, text: str, seq: int) -> None:
+        """Keeps the text so far of a turn; a failure only costs a watcher who joins mid-turn that text."""
+        try:
+            await self.store.save_partial(self.room_id, turn_id, text, seq)
+        except StoreError as exc:
+            logger.warning("room %s: saving the text so far of %s failed: %s", self.room_id, turn_id, exc)
 
     async def _finish(self) -> None:
-        """Writes what is left and the room's status, then lets go of the lease, whatever happened."""
+        """Writes what is left and the room's status, then lets go of the lease, whatever happened.
+
+        Each write is retried with backoff: a room that ended is never left stored as running. When the
+        database stays unreachable the room is left as a crash leaves it, and resumes from its last turn.
+        """
         try:
             if self._partial_saving is not None:
-                with contextlib.suppress(Exception):
-                    await self._partial_saving
-            await self._flush()
+                await self._partial_saving
+            await self._retrying("storing the run's last events", self._flush)
             result = self.result
             if result is not None and result.status != "running":
                 status = result.status if result.status != "idle" else "paused"
-                await self.store.update_room(self.room_id, status=status, error=result.error)
+                await self._retrying(
+                    "storing the room's status",
+                    lambda: self.store.update_room(self.room_id, status=status, error=result.error),
+                )
             elif self.run is not None:
-                await self.store.update_room(self.room_id, status="paused")
+                await self._retrying(
+                    "storing the room's status", lambda: self.store.update_room(self.room_id, status="paused")
+                )
         finally:
-            await self.store.release(self.room_id, self._owner)
+            try:
+                await self._retrying(
+                    "letting go of the lease", lambda: self.store.release(self.room_id, self._owner)
+                )
+            except StoreError as exc:  # it runs out by itself within the lease's time
+                logger.warning("room %s: letting go of the lease failed: %s", self.room_id, exc)
 
     async def _keep_lease(self, run: Run) -> None:
+        """Renews the lease; pauses the run once the lease is lost, or may run out before a renewal works.
+
+        Times here are this process's own intervals (monotonic); the lease's expiry itself is the database's.
+        """
+        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(self._ttl / 3)
-            if not await self.store.renew(self.room_id, self._owner, self._ttl):
+            await asyncio.sleep(self._renew_every)
+            began = time.monotonic()
+            try:
+                held = await self._retrying(
+                    "renewing the lease",
+                    lambda: self.store.renew(self.room_id, self._owner, self._ttl),
+                    until=renewed + self._ttl * 0.75,
+                )
+            except StoreError as exc:
+                logger.error("room %s: the lease could not be renewed, pausing: %s", self.room_id, exc)
+                run.pause(
+                    f"{exc.public}: this room's lease could not be renewed, so it is paused before another "
+                    f"process may take it over; resume it once the database is back"
+                )
+                return
+            if not held:
                 run.pause("the lease on this room was lost: another process took it over")
                 return
+            renewed = began
 
     async def _poll_interventions(self) -> None:
         """Takes in words stored by other processes (the HTTP service, another terminal)."""
         while True:
             await asyncio.sleep(POLL_EVERY)
-            for pending in await self.store.pending_interventions(self.room_id):
-                self._feed(pending.id, pending.author, pending.text)
+            try:
+                pending = await self._retrying(
+                    "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
+                )
+            except StoreError as exc:
+                logger.error("room %s: words stored elsewhere cannot be read, pausing: %s", self.room_id, exc)
+                if self.run is not None:
+                    self.run.pause(
+                        f"{exc.public}: words sent to this room could not be read, so it is paused rather "
+                        f"than go on without them; resume it once the database is back"
+                    )
+                return
+            for words in pending:
+                self._feed(words.id, words.author, words.text)
+
+    # ---- database failures ----------------------------------------------------------------------------
+
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
+    ) -> T:
+        """`call()`, tried again with backoff while it raises StoreError; the last error is raised.
+
+        `until` (monotonic seconds) is when trying again is no longer worth it, however many tries are left.
+        """
+        delay = RETRY_FIRST
+        for retry in range(STORE_RETRIES + 1):
+            try:
+                return await call()
+            except StoreError as exc:
+                if retry == STORE_RETRIES or (until is not None and time.monotonic() + delay >= until):
+                    raise
+                logger.warning(
+                    "room %s: %s failed, trying again in %.1f s: %s", self.room_id, what, delay, exc
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_LONGEST)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _plain(self, exc: StoreError, what: str) -> StoreError:
+        """The error as participants may read it (no database path, host or password); details to the log."""
+        logger.error("room %s: %s failed: %s", self.room_id, what, exc)
+        return StoreError(exc.public)
+
+
+def _restarted(spec: RoomSpec, turn: str) -> TurnRestarted:
+    """Tells watchers to drop the text a turn streamed before a crash cut it: it runs again from its start."""
+    round_, _, speaker = turn.split(":", 2)
+    try:
+        model = spec.model_for(spec.agent(speaker)).label
+    except (KeyError, ValueError, MootError):  # an agent renamed since: the notice matters, not the label
+        model = ""
+    return TurnRestarted(
+        turn_id=turn,
+        round=int(round_.removeprefix("r") or 0),
+        speaker=speaker,
+        attempt=1,
+        reason=CUT_BY_CRASH,
+        model=model,
+        discard=True,
+    )

@@ -1,16 +1,21 @@
 """Runs a room: asks the protocol for the next step, runs its turns, and streams typed events.
 
-The run is a task feeding a bounded queue; whoever iterates the `Run` only reads that queue, so pausing is
-cancelling the task, and continuing is a new `Run` over the same transcript. The engine knows nothing of
-databases or transports: it declares what it needs (`on_entry`) and takes interventions by method call.
+The run is a driver task feeding a bounded channel; whoever iterates the `Run` only reads that channel.
+The driver runs the discussion as a work task of its own: pausing cancels that work, never the driver, so
+the driver always ends the stream itself, and a cancellation from outside (the loop shutting down) is never
+swallowed. Continuing is a new `Run` over the same transcript. The engine knows nothing of databases or
+transports: it declares what it needs (`on_entry`) and takes interventions by method call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import traceback
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -37,13 +42,23 @@ from moot.events import (
     TurnRestarted,
     TurnStarted,
 )
-from moot.exceptions import ModelError, RunError, TransientModelError
-from moot.models import Completion, Message, Model, ModelRequest, Usage, build_model, estimate_tokens
+from moot.exceptions import ContextTooLong, ModelError, MootError, RunError, TransientModelError
+from moot.models import (
+    Completion,
+    Message,
+    Model,
+    ModelRequest,
+    Usage,
+    build_model,
+    estimate_tokens,
+    estimate_usage,
+)
 from moot.models.retry import complete, retrying
 from moot.prompts import build_request, digest_request, is_stop_command, texts
 from moot.protocols import Finish, Step, Turn, get_protocol
+from moot.scrub import scrub
 from moot.spec import AgentSpec, ModelSpec, RoomSpec
-from moot.transcript import USER, Entry, Transcript
+from moot.transcript import USER, Entry, Key, Transcript
 
 RunStatus = Literal["idle", "running", "paused", "completed", "error"]
 EntryHook = Callable[[Entry, "list[Event]"], Awaitable[None]]
@@ -51,7 +66,12 @@ EntryHook = Callable[[Entry, "list[Event]"], Awaitable[None]]
 MAX_INTERVENTION_CHARS = 8000
 _AFTER_STEP = 1000  # interventions sort after every turn of the step before them
 _QUEUE_SIZE = 512
+_OVERFLOW = 64  # events a run that is ending may add past a full channel: its last few, never a stream
+_REFITS = 2  # times a turn is tried again, compressed to a context window a server reported smaller
+_DIGEST_TOKENS = 800
 _RUNNING: set[str] = set()  # rooms running in this process (L14); the store guards across processes
+
+log = logging.getLogger("moot.engine")
 
 
 @dataclass
@@ -66,6 +86,9 @@ class RunResult:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     usage_by_agent: dict[str, Usage] = field(default_factory=dict)
+    substituted: dict[str, str] = field(
+        default_factory=dict
+    )  # agent -> the other model it spoke through (B13)
 
     @property
     def summary(self) -> str:
@@ -85,7 +108,50 @@ class RunResult:
 
 
 class _Done:
-    """Marks the end of the event queue."""
+    """Marks the end of the event stream."""
+
+
+class _Unsaved(Exception):
+    """The `on_entry` hook failed: nothing more can be kept, so the room fails, never just one turn."""
+
+
+class _Channel:
+    """Events from the driver to the reader.
+
+    Bounded while the run goes on, so a slow reader slows the run rather than filling memory. Once the run
+    is ending (`ending()`), a put never waits: the last events go in past the bound (at most `_OVERFLOW` of
+    them), because a reader that never comes must not keep a pause or a shutdown waiting forever.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[Event | _Done] = deque()
+        self._size = size
+        self._ending = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def ending(self) -> None:
+        self._ending = True
+        self._writable.set()
+
+    async def put(self, item: Event | _Done) -> None:
+        while len(self._items) >= self._size and not self._ending:
+            self._writable.clear()
+            await self._writable.wait()
+        if len(self._items) >= self._size + _OVERFLOW and not isinstance(item, _Done):
+            return  # nobody has read for a long while: only the end marker still goes in
+        self._items.append(item)
+        self._readable.set()
+
+    async def get(self) -> Event | _Done:
+        while not self._items:
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._items.popleft()
+        if len(self._items) < self._size:
+            self._writable.set()
+        return item
 
 
 class _Progress:
@@ -116,7 +182,9 @@ class Run:
         models: Mapping[str, Model] | None = None,
         start_seq: int = 0,
         on_entry: EntryHook | None = None,
+        after_start: Sequence[Event] = (),
     ) -> None:
+        """`after_start`: events to emit right after `room_started` (a resumed run's notice of cut turns)."""
         self.room = room
         self.room_id = room_id or uuid.uuid4().hex[:12]
         self.transcript = transcript if transcript is not None else Transcript()
@@ -125,19 +193,24 @@ class Run:
         self._resumed = len(self.transcript) > 0
         self._protocol = get_protocol(room.protocol)
         self._given_models = dict(models or {})
-        self._models: dict[int, Model] = {}
+        self._models: dict[tuple[object, ...], Model] = {}  # built once per run, by the spec's value
+        self._windows: dict[tuple[object, ...], int] = {}  # context windows servers said were smaller
         self._seq = start_seq
         self._on_entry = on_entry
-        self._queue: asyncio.Queue[Event | _Done] = asyncio.Queue(_QUEUE_SIZE)
+        self._after_start = list(after_start)
+        self._channel = _Channel(_QUEUE_SIZE)
         self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
         self._pending: list[tuple[str, str, str | None]] = []
         self._driver: asyncio.Task[None] | None = None
+        self._work: asyncio.Task[None] | None = None
         self._pause_reason: str | None = None
         self._open_round: int | None = None
         self._partial: dict[str, list[str]] = {}
+        self._attempts: dict[str, int] = {}
         self._token_cache: dict[str, int] = {}
+        self._substituted: dict[str, str] = {}
+        self._truncated: set[str] = set()
         self._reader_gone = False
-        self._driving = False
 
     # ---- steering -------------------------------------------------------------------------------------
 
@@ -153,13 +226,17 @@ class Run:
         self._pending.append((USER, "/stop", None))
 
     def pause(self, reason: str = "paused") -> None:
-        """Stops now; the turn in flight is dropped and runs again from its start on resume (L10, L11)."""
+        """Stops now; the turn in flight is dropped and runs again from its start on resume (L10, L11).
+
+        The discussion's work is cancelled, not the driver: the driver sees the pause flag, ends the stream
+        with `room_paused`, and never waits for a reader to do so.
+        """
         if self._driver is not None and self._driver.done():
             return
         self._pause_reason = reason
-        if self._driving:  # before its first step a task would die without running its handlers: it checks
-            assert self._driver is not None
-            self._driver.cancel()
+        self._channel.ending()
+        if self._work is not None:
+            self._work.cancel()
 
     def partial_texts(self) -> dict[str, str]:
         """Text of the turns in flight, by turn id: a snapshot for watchers who join mid-turn."""
@@ -186,7 +263,7 @@ class Run:
         self.start()
         try:
             while True:
-                item = await self._queue.get()
+                item = await self._channel.get()
                 if isinstance(item, _Done):
                     return
                 yield item
@@ -194,8 +271,7 @@ class Run:
             if self._driver is not None and not self._driver.done():
                 self._reader_gone = True
                 self.pause("the reader went away")
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._driver
+                await asyncio.wait({self._driver})  # its outcome is its own: a cancelled reader still ends
 
     async def wait(self) -> RunResult:
         """Runs to the end without reading events; returns the result."""
@@ -212,7 +288,7 @@ class Run:
                 self._seq += 1
                 event.seq = self._seq
                 if not self._reader_gone:
-                    await self._queue.put(event)
+                    await self._channel.put(event)
 
     async def _commit(self, entry: Entry, *events: Event) -> None:
         """Adds an entry and emits its events as one step that a pause cannot cut in half."""
@@ -230,52 +306,75 @@ class Run:
                 self._seq += 1
                 event.seq = self._seq
             if self._on_entry is not None:
-                await self._on_entry(entry, events)
+                try:
+                    await self._on_entry(entry, events)
+                except Exception as exc:
+                    raise _Unsaved(str(exc)) from exc
             for event in events:
                 if not self._reader_gone:
-                    await self._queue.put(event)
+                    await self._channel.put(event)
 
     async def _drive(self) -> None:
-        self._driving = True
         try:
-            if self._pause_reason is not None:
-                raise asyncio.CancelledError  # paused before it began: still end with room_paused
-            await self._emit(self._started_event())
-            await self._run_steps()
+            if self._pause_reason is None:
+                self._work = asyncio.create_task(self._discuss(), name=f"moot-work-{self.room_id}")
+                await self._work
+            else:  # paused before it began: it still ends with room_paused
+                await self._end_paused()
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            self.status = "paused"
-            self._partial.clear()
-            await self._emit(
-                RoomPaused(round=self._current_round(), reason=self._pause_reason or "cancelled")
-            )
-            self._finish(None)
+            outside = task is not None and task.cancelling() > 0
+            await self._end_paused("cancelled" if outside else None)
+            if outside:  # the loop is shutting down, or an owner cancelled the driver: never swallowed
+                raise
         except Exception as exc:  # a room-level failure: report it, keep what was said (L12, B12)
-            self.status = "error"
-            await self._fallback_conclusion(f"{type(exc).__name__}: {exc}")
-            await self._emit(
-                RoomFailed(
-                    round=self.transcript.last_round,
-                    error=str(exc) or type(exc).__name__,
-                    error_type=type(exc).__name__,
-                )
-            )
-            self._finish(None, error=str(exc) or type(exc).__name__)
+            await self._fail(exc)
         finally:
             _RUNNING.discard(self.room_id)
             for model in self._models.values():
                 with contextlib.suppress(Exception):
                     await model.aclose()
+            self._channel.ending()
             if not self._reader_gone:
-                await self._queue.put(_Done())
+                await self._channel.put(_Done())
+
+    async def _discuss(self) -> None:
+        await self._emit(self._started_event(), *self._after_start)
+        await self._run_steps()
+
+    async def _end_paused(self, reason: str | None = None) -> None:
+        self._channel.ending()
+        self.status = "paused"
+        self._partial.clear()
+        await self._emit(
+            RoomPaused(round=self._current_round(), reason=reason or self._pause_reason or "paused")
+        )
+        self._finish(None)
+
+    async def _fail(self, exc: Exception) -> None:
+        """A room-level failure: logged whole for the operator, told plainly to the room (B12)."""
+        cause = exc.__cause__ if isinstance(exc, _Unsaved) and isinstance(exc.__cause__, Exception) else exc
+        error = public_error(cause)
+        log_failure(f"room {self.room_id} failed", cause)
+        self.status = "error"
+        self._channel.ending()
+        try:
+            await self._warn_substitutions()
+            await self._fallback_conclusion(error)
+        except Exception as again:  # the store that failed may fail again: the room still ends, said so
+            log_failure(f"room {self.room_id}: its fallback conclusion could not be kept", again)
+        await self._emit(
+            RoomFailed(round=self.transcript.last_round, error=error, error_type=type(cause).__name__)
+        )
+        self._finish(None, error=error)
 
     def _current_round(self) -> int:
         return self._open_round if self._open_round is not None else self.transcript.last_round
 
     def _finish(self, stop_reason: StopReason | None, error: str | None = None) -> None:
         entry = self.transcript.conclusion
+        if entry is not None and entry.provisional and self.status != "error":
+            entry = None  # a failure's conclusion is this run's result only when this run failed too
         self.result = RunResult(
             status=self.status,
             rounds_run=self.transcript.last_round,
@@ -285,6 +384,7 @@ class Run:
             error=error,
             usage=self.transcript.usage(),
             usage_by_agent=self.transcript.usage_by_speaker(),
+            substituted=dict(self._substituted),
         )
 
     def _started_event(self) -> RoomStarted:
@@ -334,6 +434,7 @@ class Run:
             step = self._protocol.next_step(room, self.transcript)
             if isinstance(step, Finish):
                 await self._close_round(continues=False)
+                await self._warn_substitutions()
                 if step.reason == "all_failed":  # B12: the meeting failed midway; its conclusion is kept
                     error = f"every member's turn failed in round {self.transcript.last_round}"
                     self.status = "error"
@@ -397,14 +498,26 @@ class Run:
     # ---- turns --------------------------------------------------------------------------------------------
 
     async def _run_together(self, step: Step) -> None:
-        """Runs a step's turns at once; their deltas interleave in the one event stream (L6)."""
+        """Runs a step's turns at once; their deltas interleave in the one event stream (L6).
+
+        A turn's own failures end that turn only; what comes out of one here is room-level (a store that
+        could not keep an entry), and it comes out as itself, not wrapped in a group.
+        """
         progress = _Progress(step)
         await self._emit(progress.event())
-        async with asyncio.TaskGroup() as group:
-            for turn in step.turns:
-                group.create_task(self._run_turn(turn, progress), name=f"moot-turn-{turn.id}")
+        tasks = [
+            asyncio.create_task(self._run_turn(turn, progress), name=f"moot-turn-{turn.id}")
+            for turn in step.turns
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_turn(self, turn: Turn, progress: _Progress | None = None) -> None:
+        """One turn, start to end. Whatever goes wrong in it ends this turn only (L12); the room goes on."""
         agent = self.room.agent(turn.speaker)
         spec = self.room.model_for(agent)
         await self._emit(
@@ -419,20 +532,26 @@ class Run:
         )
         try:
             async with asyncio.timeout(self.room.limits.turn_timeout):
-                request = await self._request_for(turn, agent, spec)
-                if turn.kind == "conclusion":
-                    await self._conclude(turn, agent, request)
-                    return
-                completion, label = await self._speak(turn, agent, request, progress)
-        except (ModelError, TimeoutError) as exc:
-            message = (
-                str(exc)
-                if isinstance(exc, ModelError)
-                else (f"the turn took longer than {self.room.limits.turn_timeout:g} s")
-            )
+                for refit in range(_REFITS + 1):
+                    try:
+                        if turn.kind == "conclusion":
+                            await self._conclude(turn, agent, spec)
+                            return
+                        request = await self._request_for(turn, agent, spec)
+                        completion, label = await self._speak(turn, agent, request, progress)
+                        break
+                    except ContextTooLong as exc:
+                        if refit == _REFITS or not self._learn_window(spec, exc):
+                            raise
+                        await self._restart(turn, agent, spec, _refit_reason(spec, self._window(spec)))
+        except _Unsaved:
+            raise  # the store failed, not the turn: the room cannot go on
+        except Exception as exc:  # a model's failure, the turn's time running out, or a bug: this turn only
+            message = self._turn_error(turn, agent, exc)
             if turn.kind == "conclusion":
                 await self._fallback_conclusion(message, turn)
                 return
+            no_model = isinstance(exc, ModelError) and self._falls_back()
             await self._commit(
                 Entry(
                     kind=turn.kind,
@@ -440,6 +559,7 @@ class Run:
                     stage=turn.stage,
                     slot=turn.slot,
                     speaker=agent.name,
+                    text=texts(self.room.language).placeholder.format(name=agent.name) if no_model else "",
                     failed=True,
                     error=message,
                     model=spec.label,
@@ -458,6 +578,7 @@ class Run:
             return
         finally:
             self._partial.pop(turn.id, None)
+            self._attempts.pop(turn.id, None)
         entry = Entry(
             kind=turn.kind, round=turn.round, stage=turn.stage, slot=turn.slot, speaker=agent.name,
             text=completion.text, usage=completion.usage, model=label, colour=agent.colour,
@@ -469,6 +590,17 @@ class Run:
             *([progress.event(agent.name, "completed")] if progress else []),
         )
 
+    def _turn_error(self, turn: Turn, agent: AgentSpec, exc: Exception) -> str:
+        """What the room is told about a failed turn; an unexpected failure is logged whole as well."""
+        if isinstance(exc, TimeoutError) and not isinstance(exc, ModelError):
+            return f"the turn took longer than {self.room.limits.turn_timeout:g} s"
+        if not isinstance(exc, MootError):
+            log_failure(f"room {self.room_id}: turn {turn.id} failed unexpectedly", exc)
+        message = public_error(exc)
+        if isinstance(exc, ModelError) and self._falls_back():  # B13: no model at all answered
+            return f"{texts(self.room.language).placeholder.format(name=agent.name)}: {message}"
+        return message
+
     def _completed_event(self, turn: Turn, entry: Entry) -> TurnCompleted:
         return TurnCompleted(
             turn_id=turn.id, round=turn.round, kind=turn.kind, speaker=entry.speaker, colour=entry.colour,
@@ -476,28 +608,86 @@ class Run:
             model=entry.model or "", created_at=entry.created_at,
         )  # fmt: skip
 
+    # ---- models (B13) -------------------------------------------------------------------------------------
+
     def _candidates(self, agent: AgentSpec) -> list[ModelSpec]:
-        """The agent's own model, then other active agents' models where the room allows it (B13)."""
+        """The agent's own model, then other active agents' models where the room allows it (B13).
+
+        A real model is replaced only by another real one, unless the room allows the simulated one.
+        """
         own = self.room.model_for(agent)
-        allowed = self.room.limits.fallback_models
-        if not (allowed if allowed is not None else self.room.protocol == "board"):
+        if not self._falls_back():
             return [own]
+        simulated_ok = own.provider == "simulated" or self.room.limits.fallback_to_simulated
         seen = {(own.label, own.base_url)}
         candidates = [own]
         for other in self.room.agents:
             spec = self.room.model_for(other)
-            if other.active and (spec.label, spec.base_url) not in seen:
-                seen.add((spec.label, spec.base_url))
-                candidates.append(spec)
+            if not other.active or (spec.label, spec.base_url) in seen:
+                continue
+            if spec.provider == "simulated" and not simulated_ok:
+                continue
+            seen.add((spec.label, spec.base_url))
+            candidates.append(spec)
         return candidates
 
+    def _falls_back(self) -> bool:
+        """Whether another agent's model may speak for one whose model fails (B13): board meetings by default."""
+        allowed = self.room.limits.fallback_models
+        return allowed if allowed is not None else self.room.protocol == "board"
+
     def _model(self, spec: ModelSpec, agent: AgentSpec | None) -> Model:
+        """The adapter for a model, built once per run for each distinct declaration (by value, not identity)."""
         if agent is not None and agent.name in self._given_models:
             return self._given_models[agent.name]
-        model = self._models.get(id(spec))
+        key = _spec_key(spec)
+        model = self._models.get(key)
         if model is None:
-            model = self._models[id(spec)] = build_model(spec)
+            model = self._models[key] = build_model(spec)
         return model
+
+    def _window(self, spec: ModelSpec) -> int:
+        """The context window to fit: the declared one, or the smaller one its server reported this run."""
+        return min(spec.window, self._windows.get(_spec_key(spec), spec.window))
+
+    def _learn_window(self, spec: ModelSpec, error: ContextTooLong) -> bool:
+        """Remembers the window a server reported for the rest of the run; False when there is nothing new."""
+        if error.limit is None or error.limit >= self._window(spec):
+            return False
+        self._windows[_spec_key(spec)] = error.limit
+        return True
+
+    async def _warn_substitutions(self) -> None:
+        """Says, at the end, which agents spoke through a model other than their own (B13)."""
+        if not self._substituted:
+            return
+        said = "; ".join(
+            f"{name} through {label} instead of {self.room.model_for(self.room.agent(name)).label}"
+            for name, label in self._substituted.items()
+        )
+        await self._emit(
+            RoomWarning(
+                code="models_substituted",
+                message=f"some agents spoke through another agent's model: {said}; fix their models to hear "
+                "them in their own voice",
+            )
+        )
+
+    async def _restart(self, turn: Turn, agent: AgentSpec, spec: ModelSpec, reason: str) -> None:
+        parts = self._partial.setdefault(turn.id, [])
+        self._attempts[turn.id] = self._attempts.get(turn.id, 1) + 1
+        await self._emit(
+            TurnRestarted(
+                turn_id=turn.id,
+                round=turn.round,
+                speaker=agent.name,
+                attempt=self._attempts[turn.id],
+                reason=scrub(reason),
+                model=spec.label,
+                discard=bool(parts),
+            )
+        )
+        parts.clear()
 
     async def _speak(
         self,
@@ -506,39 +696,37 @@ class Run:
         request: ModelRequest,
         progress: _Progress | None = None,
     ) -> tuple[Completion, str]:
-        """Streams one reply, retrying transient failures and trying fallback models; deltas become events."""
-        attempt = 0
+        """Streams one reply, retrying transient failures and trying fallback models; deltas become events.
+
+        When no model answers, the agent's own model's error is raised: that is the one a person can fix.
+        """
+        first_error: ModelError | None = None
         last_error: ModelError | None = None
         parts = self._partial.setdefault(turn.id, [])
+        self._attempts.setdefault(turn.id, 1)
         for index, spec in enumerate(self._candidates(agent)):
             try:
                 model = self._model(spec, agent if index == 0 else None)
                 async for retry in retrying(spec):
                     with retry:
-                        attempt += 1
                         if last_error is not None:
-                            await self._emit(
-                                TurnRestarted(
-                                    turn_id=turn.id,
-                                    round=turn.round,
-                                    speaker=agent.name,
-                                    attempt=attempt,
-                                    reason=_restart_reason(last_error, spec),
-                                    model=spec.label,
-                                    discard=bool(parts),
-                                )
-                            )
-                            parts.clear()
+                            await self._restart(turn, agent, spec, _restart_reason(last_error, spec))
                         try:
                             completion = await self._stream(turn, agent, model, request, parts, progress)
                         except ModelError as exc:
                             last_error = exc
                             raise
-                        return completion, spec.label
+                if index > 0:
+                    self._substituted.setdefault(agent.name, spec.label)
+                return completion, spec.label
+            except ContextTooLong as exc:
+                if index == 0:
+                    raise  # compressing to the window the server reported is the remedy, not another model
+                first_error, last_error = first_error or exc, exc
             except ModelError as exc:
-                last_error = exc
-        assert last_error is not None
-        raise last_error
+                first_error, last_error = first_error or exc, exc
+        assert first_error is not None
+        raise first_error
 
     async def _stream(
         self,
@@ -549,23 +737,43 @@ class Run:
         parts: list[str],
         progress: _Progress | None,
     ) -> Completion:
+        """Reads one reply; past `limits.reply_chars` it stops reading, keeps what came, and says so."""
+        cap = self.room.limits.reply_chars
+        kept = 0
+        capped = False
         completion: Completion | None = None
         stream = model.stream(request)
         try:
             async for item in stream:
                 if isinstance(item, str):
+                    if kept + len(item) > cap:
+                        item, capped = item[: cap - kept], True
                     if item:
                         if not parts and progress is not None:
                             await self._emit(progress.event(agent.name, "streaming"))
                         parts.append(item)
+                        kept += len(item)
                         await self._emit(
                             TurnDelta(turn_id=turn.id, round=turn.round, speaker=agent.name, text=item)
                         )
+                    if capped:
+                        break
                 else:
                     completion = item
         finally:
             if isinstance(stream, AsyncGenerator):  # a paused turn frees its connection now, not at GC
                 await stream.aclose()
+        if capped or (completion is not None and len(completion.text) > cap):
+            text = "".join(parts) if capped else completion.text[:cap] if completion else ""
+            usage = completion.usage if completion is not None else estimate_usage(request, text)
+            completion = Completion(text=text, usage=usage, finish_reason="length", model=model.label)
+            await self._emit(
+                RoomWarning(
+                    code="reply_capped",
+                    message=f"{agent.name}'s reply ran past {cap:,} characters; only the first {cap:,} are "
+                    "kept (limits.reply_chars)",
+                )
+            )
         if completion is None:
             raise TransientModelError(f"{model.label}: the stream ended without a result", model=model.label)
         return completion
@@ -573,13 +781,44 @@ class Run:
     # ---- prompts and compression (B10) ------------------------------------------------------------------------
 
     async def _request_for(self, turn: Turn, agent: AgentSpec, spec: ModelSpec) -> ModelRequest:
+        """The turn's request, its history fitted to the model's window (system prompt, task and instruction
+        counted): compressed where it is too long, and the oldest entries left out where that is not enough."""
         visible = [e for e in self.transcript.before(turn.sees) if not e.failed]
         max_tokens = spec.max_tokens or self.room.limits.reply_tokens
-        digest = await self._digest_for(visible, spec, max_tokens)
-        return build_request(
-            self.room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
-            max_tokens=max_tokens, temperature=spec.temperature,
-        )  # fmt: skip
+
+        def build(entries: list[Entry], digest: Entry | None) -> ModelRequest:
+            return build_request(
+                self.room, agent, kind=turn.kind, round_=turn.round, visible=entries, digest=digest,
+                max_tokens=max_tokens, temperature=spec.temperature,
+            )  # fmt: skip
+
+        task = [e for e in visible if e.kind == "task"]
+        window = self._window(spec)
+        budget = (
+            int(window * self.room.limits.history_share) - max_tokens - _request_tokens(build(task, None))
+        )
+        body = [e for e in visible if e.kind != "task"]
+        digest = await self._digest_for(body, budget)
+        if digest is not None and digest.covers is not None:
+            body = [e for e in body if e.key >= digest.covers]
+        cost = sum(self._tokens(e) for e in body) + (estimate_tokens(digest.text) if digest else 0)
+        dropped = 0
+        while cost > budget and body:  # the last resort: leave the oldest out, and say so
+            cost -= self._tokens(body.pop(0))
+            dropped += 1
+        if cost > budget and digest is not None:
+            cost, digest, dropped = cost - estimate_tokens(digest.text), None, dropped + 1
+        if dropped and spec.label not in self._truncated:
+            self._truncated.add(spec.label)
+            await self._emit(
+                RoomWarning(
+                    code="history_truncated",
+                    message=f"the discussion does not fit {spec.label}'s context window ({window:,} tokens) "
+                    f"even compressed: the oldest entries are left out of its prompts, {dropped} for "
+                    f"{agent.name} now",
+                )
+            )
+        return build(task + body, digest)
 
     def _tokens(self, entry: Entry) -> int:
         key = f"{entry.key}"
@@ -588,10 +827,8 @@ class Run:
             cached = self._token_cache[key] = estimate_tokens(entry.text) + 4
         return cached
 
-    async def _digest_for(self, visible: list[Entry], spec: ModelSpec, reply_tokens: int) -> Entry | None:
-        """A digest standing for the oldest entries when the history exceeds this model's budget."""
-        budget = int(spec.window * self.room.limits.history_share) - reply_tokens
-        body = [e for e in visible if e.kind != "task"]
+    async def _digest_for(self, body: list[Entry], budget: int) -> Entry | None:
+        """A digest standing for the oldest entries when the history exceeds the budget; None if it fits."""
         if sum(self._tokens(e) for e in body) <= budget:
             return None
         keep_from = len(body)  # the newest entries that fill half the budget stay word for word
@@ -601,7 +838,7 @@ class Run:
             kept += self._tokens(body[keep_from])
         if keep_from == 0:
             return None
-        boundary = body[keep_from].key if keep_from < len(body) else (*body[-1].key[:3], body[-1].key[3] + 1)
+        boundary = body[keep_from].key if keep_from < len(body) else _after(body[-1].key)
         reusable = [d for d in self.transcript.digests if d.covers is not None and d.covers <= boundary]
         for digest in reversed(reusable):
             rest = sum(self._tokens(e) for e in body if digest.covers is not None and e.key >= digest.covers)
@@ -612,32 +849,95 @@ class Run:
         stretch = [e for e in body[:keep_from] if e.key >= start]
         return await self._compress(stretch, previous, boundary, sum(self._tokens(e) for e in body))
 
+    def _compressors(self) -> list[tuple[AgentSpec, ModelSpec]]:
+        """Who may compress: the moderator's model first, then every other active agent's, each once."""
+        moderator = self.room.moderator
+        agents = [a for a in self.room.agents if a.active and a is not moderator]
+        seen: set[tuple[object, ...]] = set()
+        found = []
+        for agent in [moderator, *agents] if moderator is not None else agents:
+            spec = self.room.model_for(agent)
+            if _spec_key(spec) not in seen:
+                seen.add(_spec_key(spec))
+                found.append((agent, spec))
+        return found
+
+    def _digest_request(self, spec: ModelSpec, stretch: list[Entry], previous: Entry | None) -> ModelRequest:
+        reply = min(_DIGEST_TOKENS, self.room.limits.reply_tokens, self._window(spec) // 4)
+        return digest_request(self.room, stretch, previous, max_tokens=reply)
+
+    def _fits(self, spec: ModelSpec, request: ModelRequest) -> bool:
+        return _request_tokens(request) + request.max_tokens <= self._window(spec)
+
     async def _compress(
-        self, stretch: list[Entry], previous: Entry | None, boundary: tuple[int, int, int, int], before: int
+        self, stretch: list[Entry], previous: Entry | None, boundary: Key, before: int
+    ) -> Entry | None:
+        """Digests a stretch with the first model whose window holds it (the moderator's first); with none,
+        with the largest window, a part at a time, each digest carrying the one before (B10)."""
+        compressors = self._compressors()
+        if not compressors:
+            return None
+        fitting = [c for c in compressors if self._fits(c[1], self._digest_request(c[1], stretch, previous))]
+        agent, spec = fitting[0] if fitting else max(compressors, key=lambda c: self._window(c[1]))
+        digest = previous
+        while stretch:
+            take = len(stretch)
+            while take > 0 and not self._fits(spec, self._digest_request(spec, stretch[:take], digest)):
+                take -= 1
+            if take == 0:
+                await self._emit(
+                    RoomWarning(
+                        code="compression_failed",
+                        message=f"an entry is too long for any model's context window to summarise "
+                        f"({spec.label}: {self._window(spec):,} tokens); the oldest entries are left out instead",
+                    )
+                )
+                return None
+            end = stretch[take].key if take < len(stretch) else boundary
+            digest = await self._compress_part(agent, spec, stretch[:take], digest, end, before)
+            if digest is None:
+                return None
+            stretch = stretch[take:]
+        return digest
+
+    async def _compress_part(
+        self,
+        agent: AgentSpec,
+        spec: ModelSpec,
+        part: list[Entry],
+        previous: Entry | None,
+        end: Key,
+        before: int,
     ) -> Entry | None:
         moderator = self.room.moderator
         assert moderator is not None
-        spec = self.room.model_for(moderator)
-        request = digest_request(
-            self.room, stretch, previous, max_tokens=min(800, self.room.limits.reply_tokens)
-        )
         try:
-            completion = await complete(self._model(spec, moderator), request, spec)
-        except ModelError as exc:
-            await self._emit(RoomWarning(code="compression_failed", message=f"history kept whole: {exc}"))
+            completion = await complete(
+                self._model(spec, agent), self._digest_request(spec, part, previous), spec
+            )
+        except Exception as exc:  # compression is best effort: the turn goes on without it
+            if not isinstance(exc, MootError):
+                log_failure(f"room {self.room_id}: compressing the history failed unexpectedly", exc)
+            await self._emit(
+                RoomWarning(
+                    code="compression_failed",
+                    message=f"the history could not be summarised ({public_error(exc)}); the oldest entries "
+                    "are left out instead",
+                )
+            )
             return None
         digest = Entry(
-            kind="digest", round=boundary[0], stage=boundary[1], speaker=moderator.name, text=completion.text,
-            usage=completion.usage, model=spec.label, covers=boundary,
+            kind="digest", round=end[0], stage=end[1], speaker=moderator.name, text=completion.text,
+            usage=completion.usage, model=spec.label, covers=end,
         )  # fmt: skip
         after = estimate_tokens(digest.text) + sum(
-            self._tokens(e) for e in self.transcript if e.kind != "task" and e.key >= boundary
+            self._tokens(e) for e in self.transcript if e.kind != "task" and e.key >= end
         )
         await self._commit(
             digest,
             HistoryCompressed(
-                round=boundary[0],
-                entries=len(stretch),
+                round=end[0],
+                entries=len(part),
                 tokens_before=before,
                 tokens_after=after,
                 model=spec.label,
@@ -648,7 +948,8 @@ class Run:
 
     # ---- the conclusion (B11, B12) ------------------------------------------------------------------------------
 
-    async def _conclude(self, turn: Turn, agent: AgentSpec, request: ModelRequest) -> None:
+    async def _conclude(self, turn: Turn, agent: AgentSpec, spec: ModelSpec) -> None:
+        request = await self._request_for(turn, agent, spec)
         completion, label = await self._speak(turn, agent, request)
         usage = completion.usage
         conclusion: Conclusion | None = None
@@ -659,16 +960,7 @@ class Run:
             except ConclusionInvalid as invalid:
                 if retry == self.room.limits.conclusion_retries:
                     break
-                await self._emit(
-                    TurnRestarted(
-                        turn_id=turn.id,
-                        round=turn.round,
-                        speaker=agent.name,
-                        attempt=retry + 2,
-                        reason=f"the conclusion was not valid: {invalid}",
-                        model=label,
-                    )
-                )
+                await self._restart(turn, agent, spec, f"the conclusion was not valid: {invalid}")
                 t = texts(self.room.language)
                 request = replace(
                     request,
@@ -686,10 +978,15 @@ class Run:
         await self._store_conclusion(turn, conclusion, completion.text, usage, label, fallback)
 
     async def _fallback_conclusion(self, reason: str, turn: Turn | None = None) -> None:
-        """B12: a conclusion from the truncated history when no model answers."""
+        """B12: a conclusion from the truncated history when no model answers.
+
+        Made for a failed conclusion turn, it is that turn's answer. Made because the room failed (no turn),
+        it is provisional: a resumed discussion goes on past it, and its real conclusion replaces it.
+        """
         moderator = self.room.moderator
-        if moderator is None or self.transcript.conclusion is not None:
+        if moderator is None or self.transcript.concluded:
             return
+        provisional = turn is None
         if turn is None:
             if not (self.room.protocol == "board" or self.room.has_moderator):
                 return
@@ -705,23 +1002,40 @@ class Run:
         said = [e for e in self.transcript if e.kind in ("speech", "summary") and not e.failed]
         points = " | ".join(f"{e.speaker}: {_short(e.text, 160)}" for e in said[-4:]) or "-"
         conclusion = Conclusion(
-            summary=t.fallback_summary.format(reason=reason, points=points),
+            summary=scrub(t.fallback_summary.format(reason=scrub(reason), points=points), limit=4000),
             decision_advice=t.fallback_advice,
         )
-        await self._store_conclusion(turn, conclusion, conclusion.summary, Usage(), "fallback", True)
+        await self._store_conclusion(
+            turn, conclusion, conclusion.summary, Usage(), "fallback", True, provisional=provisional
+        )
 
     async def _store_conclusion(
-        self, turn: Turn, conclusion: Conclusion, raw: str, usage: Usage, label: str, fallback: bool
+        self,
+        turn: Turn,
+        conclusion: Conclusion,
+        raw: str,
+        usage: Usage,
+        label: str,
+        fallback: bool,
+        *,
+        provisional: bool = False,
     ) -> None:
         agent = self.room.agent(turn.speaker)
         entry = Entry(
             kind="conclusion", round=turn.round, stage=turn.stage, slot=turn.slot, speaker=agent.name, text=raw,
             usage=usage, model=label, colour=agent.colour, conclusion=conclusion, fallback=fallback,
+            provisional=provisional,
         )  # fmt: skip
         await self._commit(
             entry,
             self._completed_event(turn, entry),
-            RoomConcluded(round=turn.round, speaker=agent.name, fallback=fallback, **conclusion.model_dump()),
+            RoomConcluded(
+                round=turn.round,
+                speaker=agent.name,
+                fallback=fallback,
+                provisional=provisional,
+                **conclusion.model_dump(),
+            ),
         )
 
 
@@ -735,10 +1049,47 @@ def check_intervention(text: str) -> str:
     return text
 
 
+def public_error(exc: BaseException) -> str:
+    """What a room's participants may read about a failure: the one place an exception becomes their text.
+
+    Moot's own errors say what happened and what to do, scrubbed of secrets; where an error has a `public`
+    version (the store's, which leave out the server's files and hosts), that one. Anything else is a bug or
+    a library's error whose words are for the operator: the room hears only its kind, the log has the rest.
+    """
+    if isinstance(exc, MootError):
+        public = getattr(exc, "public", None)
+        return scrub(public if isinstance(public, str) and public else str(exc) or type(exc).__name__)
+    return f"an unexpected error ({type(exc).__name__}); the server log has the details"
+
+
+def log_failure(what: str, exc: BaseException) -> None:
+    """Logs a failure with its traceback, scrubbed: a provider's words in it may hold a key."""
+    detail = "".join(traceback.format_exception(exc))
+    log.error("%s: %s", what, scrub(detail, limit=20_000))
+
+
 def _restart_reason(error: ModelError, spec: ModelSpec) -> str:
     if isinstance(error, TransientModelError) and error.model in ("", spec.label):
-        return f"retrying after: {error}"
-    return f"{error}; speaking with {spec.label} instead"
+        return f"retrying after: {public_error(error)}"
+    return f"{public_error(error)}; speaking with {spec.label} instead"
+
+
+def _refit_reason(spec: ModelSpec, window: int) -> str:
+    return f"{spec.label} reads at most {window:,} tokens: trying again with the discussion compressed to fit"
+
+
+def _spec_key(spec: ModelSpec) -> tuple[object, ...]:
+    """A model declaration by value: two agents naming `openai:gpt-4o` share one adapter and connection."""
+    secret = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    return (spec.model_dump_json(), secret)  # the dump masks the key: it is compared apart
+
+
+def _request_tokens(request: ModelRequest) -> int:
+    return estimate_tokens(request.system) + sum(estimate_tokens(m.content) + 4 for m in request.messages)
+
+
+def _after(key: Key) -> Key:
+    return (*key[:3], key[3] + 1)
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -178,6 +178,7 @@ class RoomConcluded(_Event):
     consensus_points: list[str]
     dissent_points: list[str]
     fallback: bool = False
+    provisional: bool = False  # made because the room failed: a resumed run replaces it with the real one
 
 
 class RoomCompleted(_Event):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from moot.scrub import scrub
+
 
 class MootError(Exception):
     """Root of every error Moot raises on purpose."""
@@ -16,12 +18,16 @@ class RunError(MootError):
 
 
 class ModelError(MootError):
-    """A model call failed. `retryable` tells the engine whether trying again may help."""
+    """A model call failed. `retryable` tells the engine whether trying again may help.
+
+    The message is scrubbed here, once for every path: it often quotes a provider, and a provider may echo
+    the key it was sent.
+    """
 
     retryable: bool = False
 
     def __init__(self, message: str, *, model: str = "", status: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.model = model
         self.status = status
 
@@ -36,6 +42,19 @@ class ModelAuthError(ModelError):
 
 class ModelRequestError(ModelError):
     """The provider rejected the request itself (bad model name, bad parameters)."""
+
+
+class ContextTooLong(ModelRequestError):
+    """The prompt does not fit the server's context window; `limit` is the window the server reported.
+
+    Compressing the discussion to `limit` tokens (less the reply's room) and trying again may help.
+    """
+
+    def __init__(
+        self, message: str, *, model: str = "", status: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.limit = limit
 
 
 class TransientModelError(ModelError):

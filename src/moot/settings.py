@@ -30,10 +30,22 @@ class Settings(BaseSettings):
         None, description="The admin's API token; by default the first start creates an admin and prints one."
     )
     block_private_urls: bool = Field(
-        False, description="Refuse provider base URLs on private, loopback or link-local addresses."
+        False,
+        description="Refuse providers on private, loopback or link-local addresses: checked as each "
+        "connection opens, whatever the name resolves to then; providers are then reached directly, not "
+        "through HTTP(S)_PROXY.",
     )
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body the server reads.")
     provider_test_timeout: float = Field(15.0, gt=0, description="Seconds `POST /providers/{id}/test` waits.")
+    interventions_per_room: int = Field(
+        30, ge=1, description="Words a room takes from people per `intervention_window`; more answer 429."
+    )
+    interventions_per_user: int = Field(
+        60, ge=1, description="Words one user may send, to all their rooms, per `intervention_window`."
+    )
+    intervention_window: float = Field(
+        60.0, gt=0, description="Seconds over which interventions are counted for the two limits above."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
+import types
+import typing
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,10 +45,89 @@ PALETTE: tuple[str, ...] = (
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
     "#42d4f4", "#f032e6", "#9a6324", "#469990", "#808000",
 )  # fmt: skip
+# A room file bigger than this is not a room file: refused before it is read, let alone parsed.
+MAX_ROOM_FILE_BYTES = 4 * 1024 * 1024
+# Colours are `#rgb`, `#rrggbb` or one of these names, and always stored as `#rrggbb`, so the terminal, the
+# web and exports draw an agent alike (a terminal-only name such as `bright_red` means nothing to a browser).
+NAMED_COLOURS: dict[str, str] = {
+    "black": "#000000", "white": "#ffffff", "gray": "#808080", "grey": "#808080", "silver": "#c0c0c0",
+    "red": "#ff0000", "maroon": "#800000", "orange": "#ffa500", "yellow": "#ffff00", "olive": "#808000",
+    "lime": "#00ff00", "green": "#008000", "teal": "#008080", "aqua": "#00ffff", "cyan": "#00ffff",
+    "blue": "#0000ff", "navy": "#000080", "purple": "#800080", "fuchsia": "#ff00ff", "magenta": "#ff00ff",
+    "pink": "#ffc0cb", "brown": "#a52a2a", "gold": "#ffd700",
+}  # fmt: skip
+MAX_AVATAR_TEXT = 16
+_HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+
+
+def http_url(value: str, field: str) -> str:
+    """An http(s) URL with a host, or a ValueError that shows the expected shape."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
+        raise ValueError(
+            f"'{value[:100]}' is not an http:// or https:// URL with a host; "
+            f"write the whole address, e.g. {field}"
+        )
+    return value
+
+
+def normalise_colour(value: str) -> str:
+    """`#rgb`, `#rrggbb` or a colour name, as `#rrggbb`; a ValueError says what is allowed."""
+    colour = value.strip().lower()
+    colour = NAMED_COLOURS.get(colour, colour)
+    if not _HEX_COLOUR.fullmatch(colour):
+        raise ValueError(
+            f"'{value[:40]}' is not a colour; use #rrggbb or #rgb (e.g. #e6194b), "
+            f"or one of {', '.join(sorted(set(NAMED_COLOURS)))}"
+        )
+    if len(colour) == 4:
+        colour = "#" + "".join(ch * 2 for ch in colour[1:])
+    return colour
+
+
+def check_avatar(value: str) -> str:
+    """An emoji or a short text (initials), or an http(s) image URL; anything else is a ValueError."""
+    avatar = value.strip()
+    if "://" in avatar or avatar.lower().startswith(("data:", "javascript:")):
+        return http_url(avatar, "https://example.com/alice.png")
+    if len(avatar) > MAX_AVATAR_TEXT or any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in avatar):
+        raise ValueError(
+            f"{avatar[:40]!r} is not an avatar; use an emoji or a short text of at most "
+            f"{MAX_AVATAR_TEXT} characters on one line (e.g. 🦉 or AB), or an http(s):// image URL"
+        )
+    return avatar
+
+
+def _is_number(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _is_number(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_number(arg) for arg in typing.get_args(annotation))
+    return annotation in (int, float)
+
+
+def refuse_bool_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Raises ValueError when a number field holds true or false, which pydantic would take as 1 or 0
+    (`temperature: false` is a mistake, not a temperature of 0)."""
+    field = model.model_fields.get(info.field_name or "")
+    if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+        raise ValueError(f"give a number, not {str(value).lower()}")
+    return value
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_number(cls, value, info)
 
 
 class ModelSpec(_Spec):
@@ -68,6 +155,13 @@ class ModelSpec(_Spec):
     )
     seed: int | None = Field(None, description="simulated only: the same seed gives the same words.")
     tokens_per_second: float | None = Field(None, ge=0, description="simulated only: 0 streams at once.")
+    # Never read from a room: the service sets it, in memory, on the models of the rooms it runs.
+    _refuses_private_addresses: bool = PrivateAttr(False)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else http_url(value.strip(), "http://127.0.0.1:11434/v1")
 
     @property
     def name(self) -> str:
@@ -77,6 +171,18 @@ class ModelSpec(_Spec):
     @property
     def label(self) -> str:
         return f"{self.provider}:{self.name}"
+
+    @property
+    def refuses_private_addresses(self) -> bool:
+        """Whether this model's connections refuse private, loopback and link-local addresses."""
+        return self._refuses_private_addresses
+
+    def refuse_private_addresses(self) -> None:
+        """Makes every connection for this model refuse private addresses, checked as each socket opens.
+
+        The service calls it with MOOT_BLOCK_PRIVATE_URLS on; there is no way back for this object.
+        """
+        self._refuses_private_addresses = True
 
     @property
     def window(self) -> int:
@@ -124,9 +230,23 @@ class AgentPersona(_Spec):
     thinking_style: str = Field("", max_length=2000)
     speaking_style: str = Field("", max_length=2000)
     decision_framework: str = Field("", max_length=2000)
-    colour: str | None = Field(None, alias="color", max_length=32)
-    avatar: str | None = Field(None, max_length=500)
+    colour: str | None = Field(
+        None, alias="color", max_length=32, description="#rrggbb, #rgb or a colour name such as teal."
+    )
+    avatar: str | None = Field(
+        None, max_length=500, description="An emoji or a short text (at most 16 characters), or an image URL."
+    )
     active: bool = True
+
+    @field_validator("colour")
+    @classmethod
+    def _colour(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_colour(value)
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar(cls, value: str | None) -> str | None:
+        return (check_avatar(value) or None) if value is not None else None
 
 
 class AgentSpec(AgentPersona):
@@ -158,6 +278,14 @@ class Limits(_Spec):
         description="Use another agent's model when one's is unavailable (B13); None: in board meetings.",
     )
     conclusion_retries: int = Field(1, ge=0, le=3, description="Asks again when the conclusion is not valid.")
+    fallback_to_simulated: bool = Field(
+        False,
+        description="Let the offline simulated model stand in when no real model answers (B13); "
+        "off, a real model is replaced only by another real one.",
+    )
+    reply_chars: int = Field(
+        200_000, gt=0, description="Characters of one reply kept at most; a longer reply is cut there."
+    )
 
 
 class RoomSpec(_Spec):
@@ -246,6 +374,23 @@ class RoomSpec(_Spec):
         moderator = self.moderator if (self.protocol == "board" or self.has_moderator) else None
         return [a for a in self.agents if a.active and a is not moderator]
 
+    def cannot_run(self) -> str | None:
+        """Why a run of this room would fail as it starts, whatever its models do; None when it can run.
+
+        A room may be stored with every agent inactive and fixed later, so this is not a validation error;
+        `moot validate` and `moot run` refuse such a room before starting it.
+        """
+        if self.moderator is None:
+            return "no agent is active: mark at least one agent active: true"
+        if not self.members:
+            if self.protocol == "board" or self.has_moderator:
+                return (
+                    f"no active member to speak besides the moderator {self.moderator.name}: "
+                    "add an active agent that is not the moderator"
+                )
+            return "no active member to speak: add an active agent"
+        return None
+
     @classmethod
     def from_data(cls, data: Any, *, source: str = "room") -> RoomSpec:
         """Validates loaded data; a ConfigError names the source, the field and what is allowed."""
@@ -258,12 +403,25 @@ class RoomSpec(_Spec):
 
 
 def load_room(path: str | os.PathLike[str]) -> RoomSpec:
-    """Reads a room file (YAML, or JSON by its .json suffix) into a validated RoomSpec."""
+    """Reads a room file (YAML, or JSON by its .json suffix) into a validated RoomSpec.
+
+    The size is checked first: parsing a file of tens of megabytes takes longer than refusing it.
+    """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_ROOM_FILE_BYTES + 1)
+            if len(raw) > MAX_ROOM_FILE_BYTES:
+                size = os.fstat(handle.fileno()).st_size
+                raise ConfigError(
+                    f"{file}: the file is {_megabytes(max(size, len(raw)))}; a room file may be at most "
+                    f"{_megabytes(MAX_ROOM_FILE_BYTES)} (is it the right file?)"
+                )
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the room file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}); save the room file as UTF-8") from None
     try:
         data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -273,8 +431,68 @@ def load_room(path: str | os.PathLike[str]) -> RoomSpec:
     return RoomSpec.from_data(data, source=str(file))
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: `file: agents[1].model: what is wrong and what is allowed`."""
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model inside a field's type, and whether a list index or a mapping key comes before its fields."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _nested_model(typing.get_args(annotation)[0])
+    if origin in (list, dict):
+        inner, _ = _nested_model(typing.get_args(annotation)[-1])
+        return inner, True
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            inner, keyed = _nested_model(arg)
+            if inner is not None:
+                return inner, keyed
+        return None, False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    return None, False
+
+
+def _fields_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The names a mapping at `loc` may hold (aliases included), found by walking the models from `root`."""
+    model: type[BaseModel] | None = root
+    keyed = False
+    for part in loc:
+        if model is None:
+            return []
+        if keyed:  # a list index or a mapping key (a model's name), not a field
+            keyed = False
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue  # a union branch's name, such as "ModelSpec"
+        model, keyed = _nested_model(field.annotation)
+    if model is None:
+        return []
+    names = [name for name, field in model.model_fields.items() if not field.exclude]
+    names += [field.alias for field in model.model_fields.values() if field.alias]
+    return names
+
+
+def _unknown_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """`did you mean` for a misspelt key, else the keys allowed there."""
+    key = str(loc[-1])
+    allowed = _fields_at(root, loc[:-1])
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field '{key}'; did you mean '{close[0]}'?"
+    if allowed:
+        return f"unknown field '{key}'; the fields here are {', '.join(sorted(set(allowed)))}"
+    return f"unknown field '{key}'"
+
+
+def format_validation_error(exc: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
+    """One line per problem: `file: agents[1].model: what is wrong and what is allowed`.
+
+    `root` is the model that was validated (a RoomSpec by default): it tells a misspelt key what was meant.
+    """
+    root = root or RoomSpec
     lines = []
     errors = exc.errors(include_url=False)
     for error in errors:
@@ -289,6 +507,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             else:
                 path += f".{part}" if path else str(part)
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = _unknown_field(root, tuple(error["loc"]))
         if message.startswith(("agents", "models", "default_model")):
             lines.append(f"{source}: {message}")
         else:

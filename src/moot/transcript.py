@@ -52,6 +52,9 @@ class Entry(BaseModel):
     covers: Key | None = None  # digest: summarises the entries whose key is below this
     conclusion: Conclusion | None = None
     fallback: bool = False
+    # conclusion: made from the history when the room failed midway (B12). It stands for the conclusion
+    # only until the discussion goes on: it is no turn, and the real conclusion replaces it when written.
+    provisional: bool = False
     created_at: float = Field(default_factory=time.time)
 
     @property
@@ -64,15 +67,20 @@ class Entry(BaseModel):
 
     @property
     def is_turn(self) -> bool:
-        return self.kind in ("opening", "speech", "summary", "conclusion")
+        return self.kind in ("opening", "speech", "summary", "conclusion") and not self.provisional
 
 
 class Transcript:
-    """Entries in canonical order, plus the digests that stand for long stretches of them (B10)."""
+    """Entries in canonical order, plus the digests that stand for long stretches of them (B10).
+
+    Provisional conclusions (made when the room failed) are kept apart, like digests: no speaker sees them,
+    and they never count as the discussion's end.
+    """
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: list[Entry] = []
         self._digests: list[Entry] = []
+        self._provisional: list[Entry] = []
         self._turn_ids: set[str] = set()
         self._speeches: dict[int, list[int]] = {}  # round -> [spoken, failed]
         for entry in entries:
@@ -82,6 +90,9 @@ class Transcript:
         """Inserts at the entry's place in canonical order; a turn already present is refused."""
         if entry.kind == "digest":
             bisect.insort(self._digests, entry, key=lambda e: e.covers or (0, 0, 0, 0))
+            return
+        if entry.provisional:
+            bisect.insort(self._provisional, entry, key=lambda e: (e.key, e.created_at))
             return
         if entry.is_turn:
             if entry.turn_id in self._turn_ids:
@@ -128,7 +139,14 @@ class Transcript:
 
     @property
     def conclusion(self) -> Entry | None:
-        return next((e for e in reversed(self._entries) if e.kind == "conclusion"), None)
+        """The conclusion that stands: the real one, else the provisional one of the room's last failure."""
+        final = next((e for e in reversed(self._entries) if e.kind == "conclusion"), None)
+        return final or (self._provisional[-1] if self._provisional else None)
+
+    @property
+    def concluded(self) -> bool:
+        """The conclusion turn is in: the discussion is over. A provisional conclusion does not end it."""
+        return any(e.kind == "conclusion" for e in reversed(self._entries))
 
     @property
     def last_round(self) -> int:

@@ -64,7 +64,7 @@ def test_a_stop_typed_on_stdin_ends_the_discussion_with_a_conclusion(tmp_path: P
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_pauses_the_run_and_exits_130() -> None:
+def test_hardening_13_ctrl_c_stops_an_unsaved_run_cleanly_says_so_and_exits_130() -> None:
     # covers: L11
     with running("demo", "--json", "--speed", "50") as run:
         run.wait_for(lambda e: e["type"] == "turn_delta")
@@ -74,8 +74,25 @@ def test_ctrl_c_pauses_the_run_and_exits_130() -> None:
     assert events[-1]["type"] == "room_paused"
     assert events[-1]["reason"] == "interrupted"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert "paused at round" in stderr
+    # nothing was stored, so nothing can be resumed: the person is not told it was paused
+    assert "stopped at round" in stderr
+    assert "cannot be resumed" in stderr
+    assert "paused" not in stderr
+    assert "--save" not in stderr  # `moot demo` has no --save to suggest
     assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_hardening_13_ctrl_c_on_an_unsaved_room_file_says_how_to_make_it_resumable(tmp_path: Path) -> None:
+    with running("run", str(room_file(tmp_path, 50)), "--json") as run:
+        run.wait_for(lambda e: e["type"] == "turn_delta")
+        run.proc.send_signal(signal.SIGINT)
+        returncode, events, stderr = run.finish()
+    assert returncode == 130, stderr
+    assert events[-1]["type"] == "room_paused"
+    assert "stopped at round" in stderr
+    assert "paused" not in stderr
+    assert "Run it with --save to be able to resume it later." in stderr
 
 
 def test_a_failed_room_exits_1(tmp_path: Path) -> None:

@@ -60,3 +60,40 @@ def test_a_missing_file_is_bad_input(tmp_path: Path) -> None:
     result = moot("validate", str(tmp_path / "nowhere.yaml"))
     assert result.returncode == 2
     assert "nowhere.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "task: t\nprotocol: board\ndefault_model: simulated\nagents:\n"
+            "  - {name: Chair, role: moderator}\n  - {name: Ann, active: false}\n",
+            "no active member to speak besides the moderator Chair",
+        ),
+        (
+            "task: t\ndefault_model: simulated\nagents:\n  - {name: Ann, active: false}\n",
+            "no agent is active",
+        ),
+    ],
+)
+def test_hardening_13_validate_and_run_refuse_a_room_that_cannot_start(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    path = tmp_path / "room.yaml"
+    path.write_text(body, encoding="utf-8")
+    validated = moot("validate", str(path))
+    assert validated.returncode == 2, validated.stdout
+    assert f"{path}: the room cannot run: {expected}" in validated.stderr
+    assert "valid room" not in validated.stdout
+    ran = moot("run", str(path), "--json")
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stdout == ""  # refused before it started: not one event
+    assert expected in ran.stderr
+
+
+def test_hardening_13_validate_says_what_a_misspelt_key_meant(tmp_path: Path) -> None:
+    path = tmp_path / "room.yaml"
+    path.write_text("task: t\nagents:\n  - {name: Ann, modle: simulated}\n", encoding="utf-8")
+    result = moot("validate", str(path))
+    assert result.returncode == 2
+    assert f"{path}: agents[0].modle: unknown field 'modle'; did you mean 'model'?" in result.stderr

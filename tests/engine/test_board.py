@@ -157,6 +157,7 @@ async def test_conclusion_falls_back_to_the_history_when_no_model_answers_B12_B1
 async def test_an_unavailable_model_is_replaced_by_another_members_model_B13() -> None:
     spec = room(
         "board", names=("Alice", "Bob"), moderator="Chair", rounds=1,
+        limits={"fallback_to_simulated": True},
         models={
             "broken": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "NOPE_KEY"},
             "sim": {"provider": "simulated"},
@@ -173,3 +174,6 @@ async def test_an_unavailable_model_is_replaced_by_another_members_model_B13() -
     alice = next(e for e in run.transcript if e.speaker == "Alice" and e.kind == "speech")
     assert not alice.failed and alice.model == "simulated:simulated"
     assert not of_type(events, "turn_failed")
+    warning = [w for w in of_type(events, "room_warning") if w.code == "models_substituted"]
+    assert len(warning) == 1 and "Alice through simulated:simulated" in warning[0].message
+    assert run.result is not None and run.result.substituted == {"Alice": "simulated:simulated"}

@@ -24,7 +24,7 @@ async def test_history_is_compressed_by_token_budget_and_the_digest_is_reused_B1
 
     spec = room(
         "sequential", names=("Alice", "Bob", "Carol"), moderator="Chair", rounds=4,
-        models={"small": {"provider": "simulated", "context_window": 400, "max_tokens": 40}},
+        models={"small": {"provider": "simulated", "context_window": 500, "max_tokens": 40}},
     )  # fmt: skip
     members = {n: FunctionModel(member, label=n) for n in ("Alice", "Bob", "Carol")}
     run, events = await run_all(spec, {**members, "Chair": FunctionModel(chair, label="chair")})
@@ -37,7 +37,7 @@ async def test_history_is_compressed_by_token_budget_and_the_digest_is_reused_B1
         r for fn in members.values() for r in fn.requests if "Summary of the earlier" in r.messages[0].content
     ]
     assert len(later) > len(digests), "each digest should serve several later turns"
-    budget = int(400 * 0.6) - 40
+    budget = int(500 * 0.6) - 40
     for fn in members.values():
         for request in fn.requests:
             history = sum(estimate_tokens(m.content) for m in request.messages[:-1])

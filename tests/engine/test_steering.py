@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from moot.engine import Run
+from moot.engine import _QUEUE_SIZE, Run
 from moot.exceptions import TransientModelError
-from moot.models import ModelRequest
+from moot.models import Completion, ModelRequest
 from moot.models.testing import Cut, FunctionModel, ScriptedModel
 from moot.transcript import Transcript
 
@@ -25,7 +30,15 @@ async def test_an_intervention_is_seen_by_next_speakers_and_addressed_in_the_sum
             return '{"summary": "s", "decision_advice": "a", "consensus_points": [], "dissent_points": []}'
         return f"chair {request.context.kind}"
 
-    members = {n: FunctionModel(lambda r: "my view", label=n, delay=0.01) for n in ("Alice", "Bob")}
+    stepped_in = asyncio.Event()  # round-1 speeches wait until the person has spoken: no race with the run
+
+    async def member(request: ModelRequest) -> str:
+        assert request.context is not None
+        if request.context.round == 1:
+            await stepped_in.wait()
+        return "my view"
+
+    members = {n: FunctionModel(member, label=n) for n in ("Alice", "Bob")}
     spec = room("board", names=("Alice", "Bob"), moderator="Chair", rounds=2)
     run = Run(spec, models={**members, "Chair": FunctionModel(chair, label="chair")})
     events = []
@@ -37,6 +50,7 @@ async def test_an_intervention_is_seen_by_next_speakers_and_addressed_in_the_sum
             1,
         ):
             run.intervene("Please consider the licence cost!")
+            stepped_in.set()
     added = of_type(events, "intervention_added")
     assert len(added) == 1 and added[0].text == "Please consider the licence cost!" and not added[0].stop
     # Round-1 members had already started; the summary of round 1 addresses it, round 2 members see it.
@@ -165,11 +179,73 @@ async def test_an_unusable_provider_is_an_agent_error_and_the_room_goes_on_L3_L1
 
 async def test_reader_leaving_early_pauses_the_run() -> None:
     run = Run(room("sequential", rounds=3))
-    async for event in run:
-        if event.type == "turn_completed":
-            break
-    await asyncio.sleep(0.05)
+    async with contextlib.aclosing(aiter(run)) as events:  # leaving the block closes the stream at once
+        async for event in events:
+            if event.type == "turn_completed":
+                break
     assert run.status == "paused"
+    assert run.result is not None and run.result.status == "paused"
+
+
+def _gushing(full: asyncio.Event) -> FunctionModel:
+    """A reply far longer than the channel to the reader holds, one event per character."""
+
+    def reply(request: ModelRequest) -> str:
+        return "w" * (4 * _QUEUE_SIZE)
+
+    class Gushing(FunctionModel):
+        async def _play(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+            sent = 0
+            async for item in super()._play(request):
+                yield item
+                sent += 1
+                if sent == _QUEUE_SIZE - 16:  # the run stays busy until the channel is full and it waits
+                    full.set()
+
+    return Gushing(reply, label="gushing", chunk=1)
+
+
+@pytest.mark.timeout(60)
+async def test_hardening_8_pausing_a_run_nobody_reads_ends_it() -> None:
+    full = asyncio.Event()
+    run = Run(room("sequential", names=("Alice",), rounds=1), models={"Alice": _gushing(full)})
+    run.start()
+    await full.wait()
+    run.pause("nobody is reading")
+    [driver] = [t for t in asyncio.all_tasks() if t.get_name() == f"moot-run-{run.room_id}"]
+    await driver  # before, it waited forever to hand room_paused to a full queue
+    assert run.result is not None and run.result.status == "paused"
+    events = await collect(run)  # a reader who comes late still gets the end of the stream
+    assert events[-1].type == "room_paused" and events[-1].reason == "nobody is reading"
+
+
+_NOBODY_READS = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+from engine.test_steering import _gushing
+from engine.helpers import room
+from moot.engine import Run
+
+async def main() -> None:
+    full = asyncio.Event()
+    run = Run(room("sequential", names=("Alice",), rounds=1), models={{"Alice": _gushing(full)}})
+    run.start()
+    await full.wait()  # then leave: asyncio.run cancels the run's tasks on the way out
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_hardening_8_a_started_run_nobody_reads_does_not_hang_the_process_at_shutdown() -> None:
+    tests = str(Path(__file__).resolve().parents[1])
+    script = _NOBODY_READS.format(tests=tests)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ended"
 
 
 async def test_bad_interventions_are_refused_with_a_reason() -> None:

@@ -51,9 +51,7 @@ async def test_a_template_must_name_a_provider_of_its_owner(
     async with shared_server.client(await shared_server.new_user()) as ana:
         refused = await ana.post("/agents", json={"name": "A", "model": {"provider": "local"}})
         assert refused.status_code == 422
-        assert refused.json()["error"]["message"].startswith(
-            "model.provider: you have no provider named 'local'"
-        )
+        assert refused.json()["error"]["message"].startswith("model: you have no provider named 'local'")
         await provider_for(ana, fake_llm)
         assert (
             await ana.post("/agents", json={"name": "A", "model": {"provider": "local"}})
@@ -92,7 +90,7 @@ async def test_a_room_takes_agents_from_templates_with_overrides_L2(
         spec = {a["name"]: a for a in room["spec"]["agents"]}
         assert spec["Doubter"]["persona"] == "doubts even more"
         assert spec["Doubter"]["thinking_style"] == "looks for what breaks"
-        assert spec["Doubter"]["color"] == "#123456"
+        assert spec["Doubter"]["colour"] == "#123456"  # `color` is taken in, `colour` comes out
         missing = await ana.post("/rooms", json={**body, "agents": [{"template": "Nobody"}]})
         assert missing.status_code == 422
         assert missing.json()["error"]["message"].startswith(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from moot.service.cli import HideTokens
+from moot.service.logs import ScrubSecrets
 from moot.testing.servers import FakeLLMServer
 
 from .helpers import ADMIN_TOKEN, LLM_KEY, LiveServer, provider_for, wait_for
@@ -159,14 +159,16 @@ async def test_bodies_over_the_limit_are_413(shared_server: LiveServer) -> None:
         long_task = {**ROOM, "task": "x" * 20_001, "agents": [{"name": "A", "model": "simulated"}]}
         too_long = await ana.post("/rooms", json=long_task)
         assert too_long.status_code == 422
-        assert too_long.json()["error"]["message"] == "task: String should have at most 20000 characters"
+        assert (
+            too_long.json()["error"]["message"] == "room: task: String should have at most 20000 characters"
+        )
 
 
 async def test_every_error_is_json_saying_what_was_wrong(shared_server: LiveServer) -> None:
     async with shared_server.client(await shared_server.new_user()) as ana:
         cases: list[tuple[httpx.Response, int, str, str]] = [
             (await ana.get("/nowhere"), 404, "not_found", "no such endpoint"),
-            (await ana.put("/rooms"), 405, "method_not_allowed", "this endpoint does not take PUT"),
+            (await ana.put("/rooms"), 405, "method_not_allowed", "this endpoint takes GET, POST, not PUT"),
             (await ana.get("/rooms", params={"limit": 0}), 422, "validation_error", "query.limit:"),
             (await ana.get("/providers/abc"), 422, "validation_error", "path.provider_id:"),
             (await ana.get("/providers/99999999999"), 422, "validation_error", "path.provider_id:"),
@@ -203,7 +205,7 @@ async def test_strange_input_is_refused_not_a_server_error(body: bytes, shared_s
         room = {"task": "a\x00b", "agents": [{"name": "A", "model": {"provider": "simulated", "seed": 1}}]}
         nul = await ana.post("/rooms", json=room)
         assert nul.status_code == 422
-        assert nul.json()["error"]["message"] == "body: body.task: text may not contain NUL characters"
+        assert nul.json()["error"]["message"] == "room: task: text may not contain NUL characters"
         intervention = await ana.post("/rooms/abc/messages", json={"text": "x\x00"})
         assert intervention.status_code in (404, 422)
 
@@ -213,7 +215,7 @@ async def test_access_log_lines_hide_tokens() -> None:
         "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
         ("127.0.0.1:5", "GET", "/api/v1/rooms/a/events?after=3&token=moot_secret&x=1", "1.1", 200), None,
     )  # fmt: skip
-    assert HideTokens().filter(record)
+    assert ScrubSecrets().filter(record)
     assert (
         record.getMessage() == '127.0.0.1:5 - "GET /api/v1/rooms/a/events?after=3&token=***&x=1 HTTP/1.1" 200'
     )

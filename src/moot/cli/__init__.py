@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,33 +18,73 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from moot import __version__
+from moot import __version__, _extras
 from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
 from moot.cli._render import agent_style
 from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.spec import RoomSpec, load_room
 
-_LAZY: dict[str, tuple[str, str]] = {
-    "db": ("moot.store.cli", "db_app"),
-    "serve": ("moot.service.cli", "serve"),
-    "users": ("moot.service.cli", "users_app"),
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A command loaded when it runs; `help` is what `moot --help` lists without loading it."""
+
+    module: str
+    name: str
+    help: str
+    purpose: str  # what needs an extra, for the message when it is not installed
+
+
+_LAZY: dict[str, _Lazy] = {
+    "db": _Lazy(
+        "moot.store.cli",
+        "db_app",
+        "The database (MOOT_DATABASE_URL, else a SQLite file in the data directory).",
+        "the database",
+    ),
+    "serve": _Lazy("moot.service.cli", "serve", "Serve the API (docs at /docs).", "the HTTP service"),
+    "users": _Lazy(
+        "moot.service.cli",
+        "users_app",
+        "People who may use the HTTP service, and their tokens.",
+        "the HTTP service",
+    ),
 }
 
 
 class _Commands(TyperGroup):
-    """The root group; commands that need the database or the web stack load when asked for, so that the
-    others do not pay for importing SQLAlchemy, Alembic and FastAPI at every start."""
+    """The root group; commands that need the database or the web stack load when they run, so that the
+    others (and `moot --help`) do not pay for importing SQLAlchemy, Alembic and FastAPI at every start, and
+    work where the server extra is not installed."""
+
+    _listing = False
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *sorted(_LAZY)]
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True  # the list of commands shows the lazy ones' help without loading them
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in _LAZY and cmd_name not in self.commands:
-            module, name = _LAZY[cmd_name]
-            target = getattr(importlib.import_module(module), name)
+            lazy = _LAZY[cmd_name]
+            if self._listing:
+                return TyperCommand(cmd_name, help=lazy.help)
+            try:
+                target = getattr(importlib.import_module(lazy.module), lazy.name)
+            except ImportError as exc:
+                message = _extras.explain(exc, lazy.purpose)
+                if message is None:
+                    raise
+                Console(stderr=True).print(Text(f"✗ {message}", style="red"), soft_wrap=True)
+                raise typer.Exit(EXIT_BAD_INPUT) from None
             mount = typer.Typer(add_completion=False)  # mounted as `add_typer` / `command` would mount it
             mount.callback()(lambda: None)
             if isinstance(target, typer.Typer):
@@ -89,11 +130,17 @@ InteractiveFlag = Annotated[
 RoomId = Annotated[str, typer.Argument(metavar="ID", help="The room's id, as `moot rooms` lists it.")]
 
 
-def _sink(json_output: bool, *, interactive: bool = False) -> Sink:
-    """Where the events go: JSON lines on stdout (people's notices on stderr), or the terminal view."""
+def _sink(
+    json_output: bool, *, interactive: bool = False, saved: bool = True, save_hint: bool = False
+) -> Sink:
+    """Where the events go: JSON lines on stdout (people's notices on stderr), or the terminal view.
+
+    `saved`: the run is stored, so Ctrl-C pauses it for `moot resume`; else Ctrl-C only stops it, and
+    `save_hint` says how to run it resumably.
+    """
     if json_output:
-        return JsonSink(Console(stderr=True))
-    return RichSink(Console(), interactive=interactive)
+        return JsonSink(Console(stderr=True), saved=saved, save_hint=save_hint)
+    return RichSink(Console(), interactive=interactive, saved=saved, save_hint=save_hint)
 
 
 def _version(value: bool) -> None:
@@ -124,7 +171,7 @@ def demo(
 ) -> None:
     """Watch a board meeting on the offline simulated model: no key, no network."""
     room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed)
-    raise typer.Exit(_run(room, _sink(json_output)))
+    raise typer.Exit(_run(room, _sink(json_output, saved=False)))
 
 
 @app.command("run")
@@ -144,10 +191,10 @@ def run_room(
     ] = False,
 ) -> None:
     """Run a room file with the models it names."""
-    room = _load(room_file)
+    room = _load(room_file, runnable=True)
     if rounds is not None:
         room = room.model_copy(update={"max_rounds": rounds})
-    sink = _sink(json_output, interactive=interactive)
+    sink = _sink(json_output, interactive=interactive, saved=save, save_hint=True)
     if not save:
         raise typer.Exit(_run(room, sink, interactive=interactive))
     from moot.cli import _rooms
@@ -220,9 +267,13 @@ def intervene(
 def validate(
     room_file: Annotated[Path, typer.Argument(metavar="ROOM.yaml", help="A room file (YAML or JSON).")],
 ) -> None:
-    """Check a room file: what it holds, and what would stop it from running."""
+    """Check a room file: what it holds, and what would stop it from running.
+
+    Exits with 2 when the file is wrong or the room cannot run as it is (no active agent, no one to speak);
+    what depends on this machine (keys, extras) is a warning.
+    """
     console = Console()
-    room = _load(room_file)
+    room = _load(room_file, runnable=True)
     moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
     console.print(Text.assemble(("✓ ", "bold green"), (str(room_file), "bold"), " is a valid room"))
     rounds = "1 round" if room.max_rounds == 1 else f"{room.max_rounds} rounds"
@@ -248,24 +299,28 @@ def _warnings(room: RoomSpec) -> list[str]:
     """What will go wrong or surprise at run time, though the file is well formed."""
     warnings: list[str] = []
     for agent in room.agents:
+        if not agent.active:
+            continue
+        spec = room.model_for(agent)
+        if problem := _extras.missing_for_model(spec):
+            warnings.append(problem)
         try:
-            if agent.active:
-                room.model_for(agent).resolve_api_key()
+            spec.resolve_api_key()
         except ModelUnavailable as exc:
             warnings.append(str(exc))
-    if room.moderator is None:
-        warnings.append("no agent is active: mark at least one agent active: true")
-    elif room.protocol == "board" and not room.declared_moderator_usable:
+    if room.protocol == "board" and not room.declared_moderator_usable and room.moderator is not None:
         warnings.append(f"no active moderator; {room.moderator.name} will chair the meeting instead")
-    if room.moderator is not None and not room.members:
-        warnings.append("no active member to speak besides the moderator")
     return list(dict.fromkeys(warnings))
 
 
-def _load(path: Path) -> RoomSpec:
-    """The room in a file; a ConfigError is printed without a traceback and exits with 2."""
+def _load(path: Path, *, runnable: bool = False) -> RoomSpec:
+    """The room in a file; a ConfigError, or with `runnable` a room that cannot start, is printed without a
+    traceback and exits with 2."""
     try:
-        return load_room(path)
+        room = load_room(path)
+        if runnable and (problem := room.cannot_run()):
+            raise ConfigError(f"{path}: the room cannot run: {problem}")
+        return room
     except ConfigError as exc:
         Console(stderr=True).print(Text(f"✗ {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -49,11 +49,21 @@ class Labels:
     total: str
     estimated: str
     paused: str
+    stopped: str
+    save_hint: str
     room_failed: str
     interactive: str
+    typing: str
 
     def rounds(self, count: int) -> str:
         return self.one_round if count == 1 else self.rounds_format.format(n=count)
+
+    def pause(self, round_: int, reason: str, *, saved: bool, save_hint: bool = False) -> str:
+        """What a pause means here: a stored room can be resumed, an unsaved one is only stopped."""
+        if saved:
+            return self.paused.format(n=round_, reason=reason)
+        line = self.stopped.format(n=round_, reason=reason)
+        return f"{line} {self.save_hint}" if save_hint else line
 
 
 EN = Labels(
@@ -105,8 +115,11 @@ EN = Labels(
     total="Total",
     estimated="~ estimated: the model reported no usage",
     paused="Discussion paused at round {n} ({reason}).",
+    stopped="Discussion stopped at round {n} ({reason}); it was not saved, so it cannot be resumed.",
+    save_hint="Run it with --save to be able to resume it later.",
     room_failed="The discussion failed",
     interactive="Type a line and press Enter to step in; /stop ends the discussion with a conclusion.",
+    typing="step in",
 )
 
 ZH = Labels(
@@ -158,8 +171,11 @@ ZH = Labels(
     total="合计",
     estimated="~ 为估算值：模型未报告用量",
     paused="讨论已在第 {n} 轮暂停（{reason}）。",
+    stopped="讨论已在第 {n} 轮停止（{reason}）；本次讨论未保存，无法继续。",
+    save_hint="加上 --save 运行，之后即可继续讨论。",
     room_failed="讨论失败",
     interactive="输入一行文字并回车即可插话；输入 /stop 或“停止讨论”结束讨论并生成结论。",
+    typing="插话",
 )
 
 

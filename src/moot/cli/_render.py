@@ -7,6 +7,7 @@ comes from events, so what a person sees is what a JSON client would get.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.cells import cell_len
@@ -170,8 +171,12 @@ class _Together:
 class Renderer:
     """Draws a run for a person: call `handle` for each event, and `close` when the stream ends."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, saved: bool = True, save_hint: bool = False) -> None:
+        """`saved`: the run is stored and a pause can be resumed; else a pause is said to be a stop, with
+        `save_hint` telling how to make the next run resumable."""
         self.console = console
+        self.saved = saved
+        self.save_hint = save_hint
         self.width = min(console.width, MAX_WIDTH)
         self.t: Labels = EN
         self.agents: dict[str, AgentInfo] = {}
@@ -179,6 +184,8 @@ class Renderer:
         self.wrapper: _Wrapper | None = None
         self.together: _Together | None = None
         self.live: Live | None = None
+        self._make_live: Callable[[], Live] | None = None  # how to draw the live view again after `suspend`
+        self._suspended = False
 
     # ---- the pieces of the view ------------------------------------------------------------------------
 
@@ -299,13 +306,14 @@ class Renderer:
         speakers = {name: _Speaker(name, state) for name, state in event.states.items()}
         self.together = _Together(event.round, speakers, event.total, event.completed)
         if self.console.is_terminal:
-            self.live = Live(
-                get_renderable=self._together_view,
-                console=self.console,
-                refresh_per_second=12,
-                transient=True,
+            self._start_live(
+                lambda: Live(
+                    get_renderable=self._together_view,
+                    console=self.console,
+                    refresh_per_second=12,
+                    transient=True,
+                )
             )
-            self.live.start()
         else:
             self.console.print(Text(self.t.together.format(n=event.total), style="dim"))
             self.console.print()
@@ -326,12 +334,40 @@ class Renderer:
                 self.console.print(self._turn_header(name).append(failure, "red"))
             self.console.print()
 
+    def _start_live(self, make: Callable[[], Live]) -> None:
+        self._make_live = make
+        if not self._suspended:
+            self.live = make()
+            self.live.start()
+
     def _stop_live(self, *, keep: bool = False) -> None:
         """Ends the live view; `keep` leaves its last frame on screen (where a paused run stopped)."""
+        self._make_live = None
         if self.live is not None:
             self.live.transient = not keep
             self.live.stop()
             self.live = None
+
+    # ---- a person typing below the view ------------------------------------------------------------------
+
+    @property
+    def column(self) -> int:
+        """Where the cursor stands on a streamed line not yet finished; 0 at the start of a line."""
+        return self.wrapper.col if self.wrapper is not None else 0
+
+    def suspend(self) -> None:
+        """Takes the live view off the screen, so a line can be drawn under the text; `resume` redraws it."""
+        self._suspended = True
+        if self.live is not None:
+            self.live.transient = True
+            self.live.stop()
+            self.live = None
+
+    def resume(self) -> None:
+        self._suspended = False
+        if self._make_live is not None and self.live is None:
+            self.live = self._make_live()
+            self.live.start()
 
     # ---- events -------------------------------------------------------------------------------------------
 
@@ -392,7 +428,7 @@ class Renderer:
         elif isinstance(event, RoomPaused):
             self.close(keep=True)
             self.console.print()
-            paused = t.paused.format(n=event.round, reason=event.reason)
+            paused = t.pause(event.round, event.reason, saved=self.saved, save_hint=self.save_hint)
             self.console.print(Text(paused, style="bold yellow"))
         elif isinstance(event, RoomFailed):
             self.close()
@@ -424,8 +460,7 @@ class Renderer:
             self.console.print()
             message = Text(self.t.concluding.format(name=event.speaker), style="italic")
             if self.console.is_terminal:
-                self.live = Live(Spinner("dots", message), console=self.console, transient=True)
-                self.live.start()
+                self._start_live(lambda: Live(Spinner("dots", message), console=self.console, transient=True))
             else:
                 self.console.print(message)
             return

@@ -128,6 +128,11 @@ def estimate_usage(request: ModelRequest, text: str) -> Usage:
 
 def build_model(spec: ModelSpec) -> Model:
     """The adapter for a model declaration; imports only the SDK that is needed."""
+    from moot._extras import missing_for_model
+    from moot.exceptions import ModelUnavailable
+
+    if problem := missing_for_model(spec):  # an SDK from an extra that is not installed
+        raise ModelUnavailable(problem, model=spec.label)
     if spec.provider == "simulated":
         from moot.models.simulated import SimulatedModel
 

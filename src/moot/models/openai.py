@@ -15,8 +15,16 @@ import httpx
 import orjson
 
 from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
-from moot.models._http import ssl_context
-from moot.models.retry import broken_stream, connection_error, error_detail, retry_after, status_error
+from moot.models._http import httpx_client, raise_refusal, sdk_http_client
+from moot.models.retry import (
+    broken_stream,
+    connection_error,
+    error_detail,
+    malformed_chunk,
+    retry_after,
+    status_error,
+)
+from moot.scrub import remember_secret
 from moot.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -26,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASE_URL", "OpenAILeanModel", "OpenAISDKModel"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Compatible servers' words for a reply cut short, in OpenAI's: the engine reads "length" alone.
+_FINISH = {"max_tokens": "length", "model_length": "length", "model_context_window_exceeded": "length"}
 
 
 def _messages(request: ModelRequest) -> list[dict[str, str]]:
@@ -41,6 +51,14 @@ def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
 
 def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
     return request.temperature if request.temperature is not None else spec.temperature
+
+
+def _usage(prompt_tokens: object, completion_tokens: object) -> Usage | None:
+    """The provider's usage, or None (then estimated) where a server reported counts that are not counts."""
+    prompt_tokens, completion_tokens = prompt_tokens or 0, completion_tokens or 0
+    if isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
+        return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
+    return None
 
 
 class _ChatStream:
@@ -59,6 +77,7 @@ class _ChatStream:
         self.usage: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> None:
+        """Takes one network read; a chunk of the wrong shape raises TransientModelError, as a cut would."""
         if self.rest:
             data = self.rest + data
         lines = data.split(b"\n")
@@ -74,23 +93,32 @@ class _ChatStream:
                 chunk = orjson.loads(payload)
             else:
                 continue  # blank lines between events, comments, event: and id: fields
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
-                delta = choice.get("delta")
-                if delta:
-                    content = delta.get("content")
-                    if content:
-                        text += content
-                reason = choice.get("finish_reason")
-                if reason:
-                    self.finish_reason = reason
-                    self.model = chunk.get("model") or ""
-            elif "error" in chunk:
-                raise broken_stream(self.spec, error_detail(chunk))
-            usage = chunk.get("usage")
-            if usage:
-                self.usage = usage
+            # No schema check per chunk (the hot path): a chunk of the wrong shape fails a lookup or a
+            # concatenation below, and the few values kept for later are checked where they are kept.
+            try:
+                choices = chunk.get("choices")
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta:
+                        content = delta.get("content")
+                        if content:
+                            text += content
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        model = chunk.get("model") or ""
+                        if reason.__class__ is not str or model.__class__ is not str:
+                            raise TypeError("finish_reason and model are strings")
+                        self.finish_reason, self.model = reason, model
+                elif "error" in chunk:
+                    raise broken_stream(self.spec, error_detail(chunk))
+                usage = chunk.get("usage")
+                if usage:
+                    if usage.__class__ is not dict:
+                        raise TypeError("usage is an object")
+                    self.usage = usage
+            except (AttributeError, TypeError, KeyError, IndexError) as exc:
+                raise malformed_chunk(self.spec, line[5:].strip()) from exc
         if text:
             self.texts.append(text)
             self.arrived.set()
@@ -113,6 +141,7 @@ class OpenAILeanModel(Model):
         """The pooled client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
         if self._client is None:
             self._key = self.spec.resolve_api_key()
+            remember_secret(self._key)  # scrubbed from every text, should a server echo it
             headers = {
                 "accept": "text/event-stream",
                 "accept-encoding": "identity",  # the body is read raw, so it must not be compressed
@@ -120,11 +149,11 @@ class OpenAILeanModel(Model):
             }
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
-            self._client = httpx.AsyncClient(
+            self._client = httpx_client(
+                self.spec,
                 base_url=self.spec.base_url or DEFAULT_BASE_URL,
                 headers=headers,
                 timeout=self.spec.timeout,
-                verify=ssl_context(),
             )
         return self._client
 
@@ -169,15 +198,11 @@ class OpenAILeanModel(Model):
                 pump.exception()  # marks it retrieved: a consumer that stopped early wants no log of it
         text = "".join(parts)
         usage = state.usage
+        reported = _usage(usage.get("prompt_tokens"), usage.get("completion_tokens")) if usage else None
         yield Completion(
             text=text,
-            usage=Usage(
-                input_tokens=usage.get("prompt_tokens") or 0,
-                output_tokens=usage.get("completion_tokens") or 0,
-            )
-            if usage
-            else estimate_usage(request, text),
-            finish_reason=state.finish_reason or "stop",
+            usage=reported or estimate_usage(request, text),
+            finish_reason=_FINISH.get(state.finish_reason or "stop", state.finish_reason or "stop"),
             model=state.model or self.spec.name,
         )
 
@@ -187,13 +212,14 @@ class OpenAILeanModel(Model):
         try:
             async with client.stream("POST", "chat/completions", content=body) as response:
                 if response.status_code >= 400:
-                    detail = error_detail(await response.aread())
+                    body = await response.aread()
                     raise status_error(
                         spec,
                         response.status_code,
-                        detail,
+                        error_detail(body),
                         retry_after=retry_after(response.headers),
                         key=self._key,
+                        body=body,
                     )
                 started = True
                 feed = state.feed
@@ -232,12 +258,13 @@ class OpenAISDKModel(Model):
             from openai import AsyncOpenAI
 
             self._key = self.spec.resolve_api_key()
+            remember_secret(self._key)  # scrubbed from every text, should a server echo it
             self._client = AsyncOpenAI(
                 api_key=self._key or "not-needed",
                 base_url=self.spec.base_url or DEFAULT_BASE_URL,
                 timeout=self.spec.timeout,
                 max_retries=0,
-                http_client=openai.DefaultAsyncHttpxClient(verify=ssl_context()),
+                http_client=sdk_http_client(self.spec, openai.DefaultAsyncHttpxClient),
             )
         return self._client
 
@@ -264,27 +291,42 @@ class OpenAISDKModel(Model):
             started = True
             async with response:
                 async for chunk in response:
-                    if chunk.choices:
-                        choice = chunk.choices[0]
-                        content = choice.delta.content
-                        if content:
-                            parts.append(content)
-                            yield content
-                        if choice.finish_reason:
-                            finish_reason, model = choice.finish_reason, chunk.model
-                    if chunk.usage:
-                        usage = Usage(
-                            input_tokens=chunk.usage.prompt_tokens,
-                            output_tokens=chunk.usage.completion_tokens,
-                        )
+                    # The SDK builds chunks without validating them: a wrong shape shows up here.
+                    content: object = None
+                    try:
+                        choices = getattr(chunk, "choices", None)  # a usage-only chunk may have none
+                        if choices:
+                            choice = choices[0]
+                            content = choice.delta.content
+                            if content is not None and content.__class__ is not str:
+                                raise TypeError("content is a string")
+                            if choice.finish_reason:
+                                named = getattr(chunk, "model", None) or ""
+                                if choice.finish_reason.__class__ is not str or named.__class__ is not str:
+                                    raise TypeError("finish_reason and model are strings")
+                                finish_reason, model = choice.finish_reason, named
+                        if chunk.usage:
+                            usage = _usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+                        raise malformed_chunk(spec, chunk) from exc
+                    if content:
+                        text = cast("str", content)
+                        parts.append(text)
+                        yield text
         except openai.APIStatusError as exc:
             headers = exc.response.headers
             raise status_error(
-                spec, exc.status_code, error_detail(exc.body), retry_after=retry_after(headers), key=self._key
+                spec,
+                exc.status_code,
+                error_detail(exc.body),
+                retry_after=retry_after(headers),
+                key=self._key,
+                body=exc.body,
             ) from exc
         except openai.APITimeoutError as exc:
             raise connection_error(spec, exc, started=started, timed_out=True) from exc
         except openai.APIConnectionError as exc:
+            raise_refusal(exc)
             raise connection_error(spec, exc, started=started) from exc
         except openai.APIError as exc:  # an error object inside the stream
             raise broken_stream(spec, error_detail(exc.body) or exc.message) from exc
@@ -294,7 +336,7 @@ class OpenAISDKModel(Model):
         yield Completion(
             text=text,
             usage=usage or estimate_usage(request, text),
-            finish_reason=finish_reason,
+            finish_reason=_FINISH.get(finish_reason, finish_reason),
             model=model or spec.name,
         )
 

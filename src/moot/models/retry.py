@@ -8,21 +8,31 @@ whatever the provider, and every message says what to do next.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 
 import orjson
 import tenacity
 
-from moot.exceptions import ModelAuthError, ModelError, ModelRequestError, TransientModelError
+from moot.exceptions import (
+    ContextTooLong,
+    ModelAuthError,
+    ModelError,
+    ModelRequestError,
+    TransientModelError,
+)
 from moot.models import Completion, Model, ModelRequest
+from moot.scrub import scrub
 from moot.spec import ModelSpec
 
 __all__ = [
     "broken_stream",
     "complete",
     "connection_error",
+    "context_overflow",
     "error_detail",
+    "malformed_chunk",
     "retry_after",
     "retrying",
     "status_error",
@@ -88,29 +98,85 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def error_detail(body: object) -> str:
-    """The server's own words from an error body, whatever its shape (OpenAI, Anthropic, Ollama, vLLM)."""
-    if isinstance(body, bytes):
-        raw = body
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")
+    """The server's own words from an error body, whatever its shape (OpenAI, Anthropic, Ollama, vLLM).
+
+    Scrubbed and capped: a server may echo the key it was sent, or send a whole HTML page.
+    """
+    body = _parsed(body)
     message: object = body
     if isinstance(body, dict):
         inner = body.get("error", body)
         message = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else inner
         message = message or body.get("message") or body.get("detail") or body
-    return " ".join(str(message or "").split())[:500]
+    return scrub(" ".join(str(message or "").split()), limit=500)
+
+
+def _parsed(body: object) -> object:
+    """A JSON error body as Python objects; bytes that are not JSON as text."""
+    if not isinstance(body, bytes):
+        return body
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+_WINDOW_WORDS = (
+    re.compile(r"maximum context length is (\d+)"),  # OpenAI, vLLM
+    re.compile(r"prompt is too long: \d+ tokens > (\d+)"),  # Anthropic
+)
+
+
+def context_overflow(body: object) -> tuple[bool, int | None]:
+    """Whether an error body says the prompt exceeds the context window, and the window if it names it.
+
+    Knows llama.cpp's `exceed_context_size_error` (with `n_ctx`), OpenAI's `context_length_exceeded`, and
+    the words OpenAI, vLLM and Anthropic use. The SDKs hand over either the whole body or its `error`.
+    """
+    body = _parsed(body)
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    if not isinstance(inner, dict):
+        return False, None
+    if inner.get("type") == "exceed_context_size_error":
+        window = inner.get("n_ctx")
+        return True, window if isinstance(window, int) and window > 0 else None
+    message = str(inner.get("message") or "")
+    for words in _WINDOW_WORDS:
+        if found := words.search(message):
+            return True, int(found.group(1))
+    return inner.get("code") == "context_length_exceeded", None
 
 
 def status_error(
-    spec: ModelSpec, status: int, detail: str, *, retry_after: float | None = None, key: str | None = None
+    spec: ModelSpec,
+    status: int,
+    detail: str,
+    *,
+    retry_after: float | None = None,
+    key: str | None = None,
+    body: object = None,
 ) -> ModelError:
-    """The Moot error for an HTTP failure status; `key` is scrubbed from the server's words."""
+    """The Moot error for an HTTP failure status; `body` (the error body) tells a context overflow apart.
+
+    The server's words are scrubbed (`key` and every remembered secret) when the error is made.
+    """
     if key:
         detail = detail.replace(key, "***")
     label, url = spec.label, _url(spec)
     said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status in (400, 413, 422):
+        too_long, window = context_overflow(body)
+        if too_long:
+            told = (
+                f"the server's window is {window} tokens" if window else "the server did not say its window"
+            )
+            return ContextTooLong(
+                f"{label}: the prompt is longer than the model's context window ({said}); {told}: set the "
+                "model's context_window to fit it, or shorten the task and persona texts",
+                model=label,
+                status=status,
+                limit=window,
+            )
     if status in (401, 403):
         return ModelAuthError(
             f"{label}: the server refused the key ({said}); check that {_key_source(spec)} holds a valid key "
@@ -167,6 +233,16 @@ def connection_error(
             f"{label}: cannot reach {url} ({detail}); check that the server is running and base_url is right"
         )
     return TransientModelError(message, model=label)
+
+
+def malformed_chunk(spec: ModelSpec, chunk: object) -> TransientModelError:
+    """A stream event of the wrong shape (a list, a string where an object belongs): retried like a cut."""
+    shown = chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else str(chunk)
+    return TransientModelError(
+        f"{spec.label}: the server sent a malformed chunk: {scrub(shown, limit=200)}; a retry may help; if "
+        f"it persists, check that {_url(spec)} speaks the {spec.provider} protocol",
+        model=spec.label,
+    )
 
 
 def broken_stream(spec: ModelSpec, detail: str = "") -> TransientModelError:

@@ -94,7 +94,7 @@ class Protocol(ABC):
     def conclude(self, room: RoomSpec, transcript: Transcript, reason: StopReason) -> Step | Finish:
         """The moderator's conclusion when there is a moderator and none was given yet, else the end."""
         moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
-        if moderator is None or transcript.conclusion is not None:
+        if moderator is None or transcript.concluded:
             return Finish(reason)
         step = one_turn("conclusion", moderator.name, transcript.last_round, CONCLUSION_STAGE)
         return replace(step, stop_reason=reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -20,10 +21,13 @@ from moot import __version__
 from moot.service import errors
 from moot.service.auth import ensure_admin
 from moot.service.crypto import Cipher
+from moot.service.limits import InterventionLimiter
+from moot.service.pages import install_docs
 from moot.service.providers import ProviderResolver
 from moot.service.routes import api_router
 from moot.service.routes.health import router as health_router
 from moot.service.runtime import RoomManager
+from moot.service.schemas import RoomCreate
 from moot.settings import Settings, get_settings
 from moot.store import Store
 
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             manager = RoomManager(opened, resolve=resolver.resolve, models_for=resolver.models_for)
             app.state.settings, app.state.store, app.state.cipher = settings, opened, cipher
             app.state.manager = manager
+            app.state.limiter = InterventionLimiter.from_settings(settings)
             await manager.start()
             try:
                 yield
@@ -66,13 +71,29 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,  # operation ids: create_room, run_room, ...
+        docs_url=None,  # served by install_docs, from the package's own copies of Swagger UI and ReDoc
+        redoc_url=None,
     )
     errors.install(app, max_body_bytes=settings.max_body_bytes)
     app.include_router(api_router)
     app.include_router(health_router)
+    install_docs(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
         return RedirectResponse("/docs")
 
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the room document that `POST /rooms` reads itself (as JSON or YAML)."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        room = RoomCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in room.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["RoomCreate"] = room
+    return app.openapi_schema or schema

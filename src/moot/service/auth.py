@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from moot.scrub import remember_secret
 from moot.settings import Settings
 from moot.store import Store
 from moot.store._store import USER_ROLES, UserRecord, UserRole
@@ -14,7 +15,10 @@ ADMIN_NAME = "admin"
 
 
 def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    """A fresh token, remembered as a secret so that no log line or error of this process shows it."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    remember_secret(token)
+    return token
 
 
 def hash_token(token: str) -> str:
@@ -34,6 +38,7 @@ async def ensure_admin(store: Store, settings: Settings) -> str:
     the first start makes that admin with a new token and shows it once, as Jupyter does.
     """
     if settings.admin_token is not None:
+        remember_secret(settings.admin_token.get_secret_value())  # any string, not only moot_...
         wanted = hash_token(settings.admin_token.get_secret_value())
         admin = await store.user_by_name(ADMIN_NAME)
         if admin is None:

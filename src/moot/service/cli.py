@@ -6,8 +6,6 @@ Mount them into the main CLI with `app.command("serve")(serve)` and `app.add_typ
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 from typing import Annotated
 
 import typer
@@ -15,6 +13,7 @@ from pydantic import ValidationError
 
 from moot.exceptions import MootError
 from moot.service.auth import hash_token, new_token
+from moot.service.logs import log_config
 from moot.service.schemas import UserCreate
 from moot.settings import get_settings
 from moot.store import Store
@@ -23,7 +22,6 @@ from moot.store._store import UserRole
 users_app = typer.Typer(
     name="users", help="People who may use the HTTP service, and their tokens.", no_args_is_help=True
 )
-_TOKEN = re.compile(r"([?&]token=)[^&\s]*")
 GRACEFUL_SECONDS = 5  # watchers' streams stay open; a shutdown does not wait for them longer than this
 
 
@@ -46,25 +44,15 @@ def serve(
     settings = settings.model_copy(
         update={"host": host or settings.host, "port": settings.port if port is None else port}
     )
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    logging.getLogger("uvicorn.access").addFilter(HideTokens())
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
         log_level=log_level,
+        log_config=log_config(log_level),  # every handler scrubs tokens and keys from what it writes
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
-
-
-class HideTokens(logging.Filter):
-    """Masks `token=` in access log lines: login URLs and EventSource clients carry tokens there."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        return True
 
 
 def _fail(exc: MootError) -> typer.Exit:

@@ -15,8 +15,10 @@ from fastapi import Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from moot.scrub import remember_secret
 from moot.service.auth import at_least, hash_token
 from moot.service.crypto import Cipher
+from moot.service.limits import InterventionLimiter
 from moot.service.runtime import RoomManager
 from moot.service.schemas import MAX_PAGE
 from moot.settings import Settings
@@ -48,17 +50,25 @@ def get_cipher(connection: HTTPConnection) -> Cipher:
     return cast(Cipher, connection.app.state.cipher)
 
 
+def get_limiter(connection: HTTPConnection) -> InterventionLimiter:
+    return cast(InterventionLimiter, connection.app.state.limiter)
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 ManagerDep = Annotated[RoomManager, Depends(get_manager)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 CipherDep = Annotated[Cipher, Depends(get_cipher)]
+LimiterDep = Annotated[InterventionLimiter, Depends(get_limiter)]
 
 
 async def user_for_token(token: str | None, store: Store) -> User | None:
     """The user a bearer token belongs to; None for no token or an unknown one (WebSockets use this too)."""
     if not token:
         return None
-    return await store.user_by_token(hash_token(token))
+    user = await store.user_by_token(hash_token(token))
+    if user is not None:
+        remember_secret(token)  # a real token (only those: guesses would grow the set without bound)
+    return user
 
 
 def token_of(connection: HTTPConnection) -> str | None:

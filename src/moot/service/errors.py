@@ -17,9 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moot.exceptions import ConfigError, MootError
+from moot.service.limits import RateLimited
 from moot.service.runtime import Conflict
 from moot.store import RoomNotFound, StoreError
 from moot.store._store import NameTaken
@@ -37,6 +39,7 @@ _CODES = {
     409: "conflict",
     413: "too_large",
     422: "validation_error",
+    429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }
@@ -66,8 +69,28 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = "no such endpoint; the API is under /api/v1 and described at /docs"
     elif exc.status_code == 405:
-        message = f"this endpoint does not take {request.method}; /docs shows what it takes"
+        allowed = _allowed_methods(request)
+        message = (
+            f"this endpoint takes {', '.join(allowed)}, not {request.method}; /docs shows what each does"
+        )
+        return error_response(405, message, headers={"Allow": ", ".join(allowed)})
     return error_response(exc.status_code, message, headers=exc.headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path takes. FastAPI has one route per method, and Starlette's 405
+    names only the first route's, so each method is tried against the routes."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
 
 
 def _field(loc: Sequence[Any]) -> str:
@@ -111,6 +134,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _moot_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, Conflict):
         return error_response(409, str(exc), details={"state": exc.state, "allowed": list(exc.allowed)})
+    if isinstance(exc, RateLimited):
+        return error_response(
+            429,
+            str(exc),
+            details={"retry_after": exc.retry_after},
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, NameTaken):
         return error_response(409, str(exc), code="name_taken")
     if isinstance(exc, RoomNotFound):

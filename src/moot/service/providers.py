@@ -8,8 +8,6 @@ error event and the room goes on (L3).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import cast
@@ -20,21 +18,29 @@ from pydantic import SecretStr
 
 from moot.exceptions import ConfigError, ModelAuthError, ModelError, ModelRequestError, ModelUnavailable
 from moot.models import Completion, Message, Model, ModelRequest, build_model
+from moot.models._guard import current_network, refusal
+from moot.scrub import remember_secret
 from moot.service.crypto import Cipher
-from moot.service.schemas import ProviderTestResult
+from moot.service.schemas import MAX_PAGE, ModelIn, ProviderTestResult
 from moot.settings import Settings
 from moot.spec import DEFAULT_MODEL, ModelSpec, RoomSpec
 from moot.spec import Provider as ProviderType
 from moot.store import RoomRecord, Store
 from moot.store._store import ProviderRecord
 
+SIMULATED = "simulated"
 # Local servers (Ollama, vLLM, llama.cpp) take any key; a key is always sent so that a provider without
 # one never falls back to OPENAI_API_KEY or ANTHROPIC_API_KEY from the server's environment.
 NO_KEY = "not-needed"
 
 
 async def check_base_url(url: str, *, block_private: bool) -> str:
-    """The URL if it is one a provider may have; ConfigError saying what is wrong otherwise."""
+    """The URL if it is one a provider may have; ConfigError saying what is wrong otherwise.
+
+    With `block_private`, this is the early, friendly check that a URL's host is public; the guarantee is
+    the check as each connection opens (`ModelSpec.refuse_private_addresses`), which a redirect or a name
+    that resolves differently later cannot get around.
+    """
     try:
         httpx.URL(url)  # what the adapters will parse
         parts = urlsplit(url)
@@ -46,25 +52,19 @@ async def check_base_url(url: str, *, block_private: bool) -> str:
     if parts.username is not None or parts.password is not None:
         raise ConfigError("base_url: put no credentials in the URL; give the key as api_key")
     if block_private:
-        await _refuse_private(parts.hostname)
+        await _refuse_private(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     return url
 
 
-async def _refuse_private(host: str) -> None:
+async def _refuse_private(host: str, port: int) -> None:
+    """Resolves `host` as the adapters' connections will (the same resolver) and refuses a private address."""
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise ConfigError(f"base_url: the host '{host[:100]}' cannot be resolved") from None
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:
-        if not address.is_global or address.is_multicast:
-            raise ConfigError(
-                f"base_url: '{host[:100]}' is a private, loopback or link-local address ({address}), "
-                "which this server refuses (MOOT_BLOCK_PRIVATE_URLS is on)"
-            )
+        addresses = await current_network().resolve(host, port)
+    except (OSError, UnicodeError):
+        raise ConfigError(f"base_url: the host '{host[:100]}' cannot be resolved") from None
+    reason = refusal(host, addresses)
+    if reason is not None:
+        raise ConfigError(f"base_url: {reason}")
 
 
 def _spec(provider: ProviderRecord, key: str | None, **options: object) -> ModelSpec:
@@ -85,11 +85,14 @@ async def try_provider(provider: ProviderRecord, cipher: Cipher, settings: Setti
     model_name = provider.default_model or DEFAULT_MODEL[provider.type]
     try:
         key = cipher.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None
+        remember_secret(key)
         if provider.base_url is not None:
             await check_base_url(provider.base_url, block_private=settings.block_private_urls)
     except ConfigError as exc:
         return ProviderTestResult(ok=False, model=model_name, problem="refused", message=str(exc))
     spec = _spec(provider, key, max_retries=0, timeout=settings.provider_test_timeout)
+    if settings.block_private_urls:
+        spec.refuse_private_addresses()
     model = build_model(spec)
     request = ModelRequest(
         system="Answer with one word.", messages=(Message("user", "Say OK."),), max_tokens=1
@@ -153,10 +156,16 @@ class ProviderResolver:
         spec = record.spec.model_copy(deep=True)
         unusable: dict[int, tuple[ModelSpec, str]] = {}
         for model in _model_specs(spec):
+            if self._settings.block_private_urls:  # checked again as each connection opens
+                model.refuse_private_addresses()
             if model.stored_provider is not None:
                 reason = await self._fill(model, record.owner_id)
                 if reason is not None:
                     unusable[id(model)] = (model, reason)
+            elif record.owner_id is not None and model.provider != SIMULATED:
+                # A user's room runs on their stored providers only, never on the server's environment.
+                model.api_key, model.api_key_env = None, None
+                unusable[id(model)] = (model, "this model names none of your stored providers")
         self._unusable.update(unusable)
         return spec
 
@@ -170,6 +179,7 @@ class ProviderResolver:
             return f"the stored provider '{name}' no longer exists; create it again under that name"
         try:
             key = self._cipher.decrypt(provider.api_key_encrypted) if provider.api_key_encrypted else None
+            remember_secret(key)
             if provider.base_url is not None:
                 await check_base_url(provider.base_url, block_private=self._settings.block_private_urls)
         except ConfigError as exc:
@@ -202,3 +212,65 @@ def _model_specs(spec: RoomSpec) -> list[ModelSpec]:
         if isinstance(ref, ModelSpec):
             found[id(ref)] = ref
     return list(found.values())
+
+
+class ProviderLookup:
+    """Finds the stored provider a room's model runs on, for one user: the provider of that name, else,
+    for `openai` or `anthropic`, their only stored provider of that type (or the one with `base_url`)."""
+
+    def __init__(self, store: Store, owner_id: int) -> None:
+        self.store = store
+        self.owner_id = owner_id
+        self._providers: list[ProviderRecord] | None = None
+
+    async def find(self, declared: ModelIn, where: str) -> ProviderRecord:
+        """The provider; ConfigError naming `where` and what to do when there is none, or several."""
+        named = await self.store.provider_by_name(declared.provider, owner_id=self.owner_id)
+        wanted_url = declared.base_url
+        if named is not None:
+            if wanted_url is not None and not _same_url(wanted_url, named.base_url):
+                raise ConfigError(
+                    f"{where}.base_url: your provider '{named.name}' has "
+                    f"{named.base_url or 'no base_url (its own service)'}; leave base_url out, or name "
+                    "the provider that has this URL"
+                )
+            return named
+        kind = declared.provider
+        if kind not in ("openai", "anthropic"):
+            raise ConfigError(
+                f"{where}: you have no provider named '{kind}'; create it with POST /api/v1/providers, "
+                f"or use openai, anthropic or {SIMULATED}"
+            )
+        candidates = [p for p in await self._all() if p.type == kind]
+        if wanted_url is not None:
+            candidates = [p for p in candidates if _same_url(wanted_url, p.base_url)]
+        elif len(candidates) > 1:
+            candidates = [p for p in candidates if p.base_url is None] or candidates
+        if len(candidates) == 1:
+            return candidates[0]
+        at = f" with base_url {wanted_url[:100]}" if wanted_url is not None else ""
+        if not candidates:
+            raise ConfigError(
+                f"{where}: you have no stored {kind} provider{at}; store one with POST /api/v1/providers "
+                "(its key is encrypted there), then send the room again"
+            )
+        names = ", ".join(sorted(p.name for p in candidates)[:10])
+        raise ConfigError(
+            f"{where}: you have {len(candidates)} {kind} providers{at} ({names}); "
+            "name one of them as provider"
+        )
+
+    async def _all(self) -> list[ProviderRecord]:
+        if self._providers is None:
+            self._providers = []
+            while page := await self.store.list_providers(
+                owner_id=self.owner_id, limit=MAX_PAGE, offset=len(self._providers)
+            ):
+                self._providers.extend(page)
+                if len(page) < MAX_PAGE:
+                    break
+        return self._providers
+
+
+def _same_url(a: str, b: str | None) -> bool:
+    return b is not None and a.strip().rstrip("/") == b.strip().rstrip("/")

@@ -7,21 +7,36 @@ lone surrogates) or JSON cannot carry back (NaN, infinities), so no input can tu
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
     StringConstraints,
+    Tag,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from moot.conclusion import Conclusion
 from moot.engine import MAX_INTERVENTION_CHARS
-from moot.spec import AgentPersona, Language, Limits, ProtocolName, Role
+from moot.spec import (
+    AgentPersona,
+    Language,
+    Limits,
+    ProtocolName,
+    Role,
+    check_avatar,
+    normalise_colour,
+    refuse_bool_number,
+)
 from moot.store._store import UserRole
 
 T = TypeVar("T")
@@ -47,21 +62,22 @@ AgentName = Annotated[str, StringConstraints(min_length=1, max_length=64), After
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-def refuse_unstorable(value: Any, where: str = "body") -> None:
-    """Raises ValueError naming the first NUL, lone surrogate or non-finite number found in `value`."""
+def refuse_unstorable(value: Any, where: str = "") -> None:
+    """Raises ValueError naming the first NUL, lone surrogate or non-finite number found in `value`, with
+    its place as `moot validate` writes it (`agents[0].persona`)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError(f"{where}: text may not contain NUL characters")
+            raise ValueError(f"{where or 'body'}: text may not contain NUL characters")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{where}: text holds a lone surrogate; send valid Unicode") from None
+            raise ValueError(f"{where or 'body'}: text holds a lone surrogate; send valid Unicode") from None
     elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where}: numbers must be finite")
+        raise ValueError(f"{where or 'body'}: numbers must be finite")
     elif isinstance(value, dict):
         for key, item in value.items():
             refuse_unstorable(key, where)
-            refuse_unstorable(item, f"{where}.{key}")
+            refuse_unstorable(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             refuse_unstorable(item, f"{where}[{index}]")
@@ -77,6 +93,11 @@ class _In(BaseModel):
     def _storable(cls, data: Any) -> Any:
         refuse_unstorable(data)
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_number(cls, value, info)
 
 
 class _Out(BaseModel):
@@ -148,8 +169,8 @@ class ProviderCreate(_In):
 class ProviderUpdate(_In):
     """Only the fields given change; `null` clears base_url, default_model, max_tokens or api_key."""
 
-    name: Name | None = None
-    type: ProviderType | None = None
+    name: Name | SkipJsonSchema[None] = None  # null is refused: the schema does not offer it
+    type: ProviderType | SkipJsonSchema[None] = None
     base_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
     default_model: ModelName | None = None
     max_tokens: int | None = Field(None, gt=0, le=200_000)
@@ -189,32 +210,68 @@ class ProviderTestResult(BaseModel):
 
 
 class ModelIn(_In):
-    """A model on a stored provider, by the provider's name, or `simulated`. Keys and URLs live on the
-    stored provider, never in a room."""
+    """A model as a room file declares it. `provider` is openai, anthropic or simulated, or one of your
+    stored providers by name; either way the key comes from your stored provider, encrypted at rest, and
+    never from the room or the server's environment."""
 
-    provider: Name = Field(description="A stored provider's name, or simulated.")
+    provider: Name = Field(
+        description="openai, anthropic or simulated (the stored provider of that type is used), or the name "
+        "of one of your stored providers."
+    )
     model: ModelName | None = Field(None, description="The provider's default model when absent.")
+    base_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="Picks, among your stored providers of this type, the one with this URL."
+    )
+    api_key_env: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None,
+        description="Taken so that a room file posts as it is, and ignored: the server never reads its own "
+        "environment for a room; the key comes from your stored provider.",
+    )
+    api_key: SkipJsonSchema[Any] = Field(None, exclude=True)
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0, le=200_000)
     context_window: int | None = Field(None, gt=256, le=10_000_000)
     timeout: float | None = Field(None, gt=0, le=3600)
     max_retries: int | None = Field(None, ge=0, le=20)
+    retry_backoff: float | None = Field(None, ge=0, le=600)
+    retry_max_wait: float | None = Field(None, ge=0, le=3600)
+    transport: Literal["lean", "sdk"] | None = Field(None, description="openai only.")
     seed: int | None = Field(
         None, ge=0, le=2**63 - 1, description="simulated only: the same seed, the same words."
     )
     tokens_per_second: float | None = Field(None, ge=0, le=100_000, description="simulated only.")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_key(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "a room sent to the server holds no key; store it once with POST /api/v1/providers "
+                "(encrypted at rest) and name that provider here"
+            )
+        return None
 
+
+def _ref_kind(value: Any) -> str:
+    return "str" if isinstance(value, str) else "ModelSpec"
+
+
+# Tagged as the room file's `str | ModelSpec` is, so that an error names the field as `moot validate` does.
 ModelRef = Annotated[
-    Annotated[str, StringConstraints(min_length=1, max_length=200)] | ModelIn,
+    Annotated[Annotated[str, StringConstraints(min_length=1, max_length=200)], Tag("str")]
+    | Annotated[ModelIn, Tag("ModelSpec")],
+    Discriminator(_ref_kind),
     Field(
-        description="A model mapping, `simulated`, a stored provider's name, `name:model`, or a key of `models`."
+        description="A key of `models`, `provider:model` (openai, anthropic, simulated or a stored "
+        "provider's name), or a model mapping."
     ),
 ]
 
 
 class _AgentFields(_In, AgentPersona):
     """The persona fields of a room's agent, taken as a request body."""
+
+    colour: Colour = None
 
 
 class AgentCreate(_AgentFields):
@@ -224,40 +281,60 @@ class AgentCreate(_AgentFields):
     model: ModelIn | None = None
 
 
-class _AgentOverrides(_In):
-    """Persona fields that are all optional: what an update or a template's overrides may change."""
+Colour = Annotated[
+    str | None,
+    Field(
+        validation_alias=AliasChoices("colour", "color"),
+        max_length=32,
+        description="#rrggbb, #rgb or a colour name such as teal; `color` is taken too.",
+    ),
+]
 
-    role: Role | None = None
-    persona: str | None = Field(None, max_length=4000)
+
+class _AgentOverrides(_In):
+    """Persona fields that are all optional: what an update or a template's overrides may change.
+
+    A field whose null is refused is not nullable in the schema either.
+    """
+
+    role: Role | SkipJsonSchema[None] = None
+    persona: Annotated[str, Field(max_length=4000)] | SkipJsonSchema[None] = None
     system_prompt: str | None = Field(None, max_length=20_000)
-    thinking_style: str | None = Field(None, max_length=2000)
-    speaking_style: str | None = Field(None, max_length=2000)
-    decision_framework: str | None = Field(None, max_length=2000)
-    colour: str | None = Field(None, alias="color", max_length=32)
+    thinking_style: Annotated[str, Field(max_length=2000)] | SkipJsonSchema[None] = None
+    speaking_style: Annotated[str, Field(max_length=2000)] | SkipJsonSchema[None] = None
+    decision_framework: Annotated[str, Field(max_length=2000)] | SkipJsonSchema[None] = None
+    colour: Colour = None
     avatar: str | None = Field(None, max_length=500)
-    active: bool | None = None
+    active: bool | SkipJsonSchema[None] = None
+
+    _not_null: ClassVar[tuple[str, ...]] = (
+        "role", "persona", "thinking_style", "speaking_style", "decision_framework", "active",
+    )  # fmt: skip
+
+    @field_validator("colour")
+    @classmethod
+    def _colour(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_colour(value)
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar(cls, value: str | None) -> str | None:
+        return None if value is None else (check_avatar(value) or None)
+
+    @model_validator(mode="after")
+    def _required_stay(self) -> Self:
+        for field in self._not_null:
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null; give a value or leave it out")
+        return self
 
 
 class AgentUpdate(_AgentOverrides):
     """Only the fields given change; `null` clears the optional ones."""
 
-    name: AgentName | None = None
+    _not_null = (*_AgentOverrides._not_null, "name")
+    name: AgentName | SkipJsonSchema[None] = None
     model: ModelIn | None = None
-
-    @model_validator(mode="after")
-    def _required_stay(self) -> AgentUpdate:
-        for field in (
-            "name",
-            "role",
-            "persona",
-            "thinking_style",
-            "speaking_style",
-            "decision_framework",
-            "active",
-        ):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null; give a value or leave it out")
-        return self
 
 
 class AgentPublic(_Out):
@@ -295,7 +372,8 @@ class RoomAgentIn(_AgentOverrides):
 
 
 class RoomCreate(_In):
-    """A room as in a room file (JSON); models name stored providers instead of holding keys."""
+    """A room file, as JSON or YAML: the same fields as `moot run` reads. Agents may also come from your
+    agent templates (`template`), and models take their keys from your stored providers."""
 
     task: str = Field(min_length=1, max_length=20_000)
     title: str | None = Field(None, max_length=200)

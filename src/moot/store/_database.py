@@ -12,10 +12,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, Float, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from moot.store._errors import StoreError
 
@@ -48,6 +51,27 @@ def async_url(url: str) -> URL:
     raise StoreError(f"{mask(url)}: {backend} is not supported; {_HELP}")
 
 
+class db_now(FunctionElement[float]):
+    """The database server's clock, in UTC epoch seconds, read inside the statement that uses it.
+
+    Leases are written and judged by this one clock, not by each host's: several machines can share one
+    database, and a host whose clock is off can neither steal a live lease nor keep a dead one alive.
+    """
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_now, "sqlite")
+def _sqlite_now(_element: db_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"  # milliseconds, where CURRENT_TIMESTAMP has seconds
+
+
+@compiles(db_now, "postgresql")
+def _postgres_now(_element: db_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM now()) AS DOUBLE PRECISION)"
+
+
 def create_engine(url: URL, connect_args: Mapping[str, Any] | None = None) -> AsyncEngine:
     """An engine for SQLite (a file whose folder is made when missing) or PostgreSQL."""
     args = dict(connect_args or {})
@@ -56,6 +80,10 @@ def create_engine(url: URL, connect_args: Mapping[str, Any] | None = None) -> As
         engine = create_async_engine(url, connect_args=args, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine
+    from moot._extras import missing
+
+    if problem := missing("PostgreSQL", "asyncpg"):  # the driver comes with the postgres extra
+        raise StoreError(problem)
     args.setdefault("timeout", POSTGRES_CONNECT_TIMEOUT)
     return create_async_engine(url, connect_args=args, hide_parameters=True, pool_pre_ping=True)
 

@@ -6,7 +6,15 @@ from moot.exceptions import MootError
 
 
 class StoreError(MootError):
-    """The database could not do what was asked: unreachable, misconfigured, or it refused a write."""
+    """The database could not do what was asked: unreachable, misconfigured, or it refused a write.
+
+    The message is for whoever runs the server (it may name the database's file or host); `public` is what
+    a room's participants may read in its events and results: what happened and what to do, no more.
+    """
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 class RoomNotFound(MootError):

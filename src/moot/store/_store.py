@@ -41,6 +41,7 @@ from moot.store._database import (
     async_url,
     create_engine,
     current_revision,
+    db_now,
     head_revision,
     run_upgrade,
 )
@@ -61,15 +62,25 @@ from moot.transcript import Entry, Transcript
 ROOM_STATUSES: tuple[str, ...] = get_args(RoomStatus)
 TITLE_LENGTH = 80
 _ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# SQLite's "database is locked", PostgreSQL's lock and statement timeouts, deadlocks: waiting may help.
+# Integer columns (ids, event seqs) hold 32 bits on PostgreSQL: a number outside cannot match a row, and
+# sent to the driver it would fail the query (SQLite and asyncpg refuse values past their range).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+_BUSY = re.compile(r"database is locked|lock timeout|lock not available|statement timeout|deadlock", re.I)
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Who runs a room and until when; `alive` is False once it expired or its process is gone (L14)."""
+    """Who runs a room and until when; `alive` is False once it expired or its process is gone (L14).
+
+    `expires_at` is by the database's clock (epoch seconds), which may differ from this host's: `remaining`
+    is what is left of it, in seconds, as the database saw it when the lease was read.
+    """
 
     owner: str
     expires_at: float
     alive: bool
+    remaining: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,17 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, list):
         return [_reveal(item) for item in value]
     return value
+
+
+def _fits(number: int) -> bool:
+    """Whether an id can be in an integer column at all: one that cannot names no row."""
+    return INT_MIN <= number <= INT_MAX
+
+
+def _lease(owner: str, expires_at: float, now: float) -> Lease:
+    """A stored lease judged at `now`, the database's clock: never this host's, which may be off."""
+    remaining = expires_at - now
+    return Lease(owner, expires_at, alive=remaining > 0 and not _process_gone(owner), remaining=remaining)
 
 
 def _process_gone(owner: str) -> bool:
@@ -193,16 +215,20 @@ class Store:
         except IntegrityError:
             raise  # a refused write: the caller says what it means
         except (DBAPIError, OSError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
             if re.search(r"no such table|relation .* does not exist", reason):
                 hint = "run `moot db upgrade`"
-            elif "database is locked" in reason:
-                hint = "another process kept the database busy for over 5 s; try again"
+                public = "the database is not set up for this version of Moot; ask its administrator"
+            elif _BUSY.search(reason):
+                hint = "another process kept the database busy too long; try again"
+                public = "the database was busy; try again"
             elif isinstance(exc, DataError):
                 hint = "a value is too long or of the wrong type for its column"
+                public = "the database refused a value that is too long or of the wrong type"
             else:
                 hint = "check MOOT_DATABASE_URL and that the database is running and reachable"
-            raise StoreError(f"database {self.url}: {reason}; {hint}") from exc
+                public = "the database was unavailable; try again once it is back"
+            raise StoreError(f"database {self.url}: {reason}; {hint}", public=public) from exc
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncSession]:
@@ -280,21 +306,26 @@ class Store:
 
     async def get_room(self, room_id: str) -> RoomRecord:
         async with self._read() as session:
-            row = await session.get(RoomRow, room_id)
-        if row is None:
+            found = (await session.execute(select(RoomRow, db_now()).where(RoomRow.id == room_id))).first()
+        if found is None:
             raise RoomNotFound(room_id)
-        return self._record(row)
+        return self._record(*found)
 
     async def list_rooms(
         self, *, owner_id: int | None = None, limit: int = 100, offset: int = 0
     ) -> list[RoomRecord]:
         """Rooms, the most recently active first; only one owner's when `owner_id` is given."""
-        query = select(RoomRow).order_by(RoomRow.updated_at.desc(), RoomRow.id).limit(limit).offset(offset)
+        query = (
+            select(RoomRow, db_now())
+            .order_by(RoomRow.updated_at.desc(), RoomRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
         if owner_id is not None:
             query = query.where(RoomRow.owner_id == owner_id)
         async with self._read() as session:
-            rows = (await session.scalars(query)).all()
-        return [self._record(row) for row in rows]
+            rows = (await session.execute(query)).all()
+        return [self._record(row, now) for row, now in rows]
 
     async def update_room(
         self, room_id: str, *, status: RoomStatus | None = None, error: str | None = None
@@ -320,10 +351,11 @@ class Store:
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
 
-    def _record(self, row: RoomRow) -> RoomRecord:
+    def _record(self, row: RoomRow, now: float) -> RoomRecord:
+        """The record of a row read together with the database's clock (`db_now()`), which judges its lease."""
         lease = None
         if row.lease_owner is not None and row.lease_expires_at is not None:
-            lease = self._lease(row.lease_owner, row.lease_expires_at)
+            lease = _lease(row.lease_owner, row.lease_expires_at, now)
         return RoomRecord(
             id=row.id,
             spec=RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
@@ -439,10 +471,15 @@ class Store:
         return Transcript(Entry.model_validate_json(data) for data in rows)
 
     async def events_after(self, room_id: str, after: int, limit: int | None = None) -> list[Event]:
-        """The room's stored events with a seq above `after`, in order: replay for a reconnecting client."""
+        """The room's stored events with a seq above `after`, in order: replay for a reconnecting client.
+
+        Any integer is safe here (a client's Last-Event-ID): past the highest seq a column holds, none.
+        """
+        if after >= INT_MAX:
+            return []
         query = (
             select(EventRow.data)
-            .where(EventRow.room_id == room_id, EventRow.seq > after)
+            .where(EventRow.room_id == room_id, EventRow.seq > max(after, INT_MIN))
             .order_by(EventRow.seq)
             .limit(limit)
         )
@@ -528,40 +565,33 @@ class Store:
 
         The lease is free when there is none, it expired, it is ours, or its owner is a dead process on
         this host. The update is conditional on the exact lease read, so of two takers only one wins.
+        Expiry is written and judged by the database's clock, so hosts whose clocks differ agree on it.
         """
-        async with self._read() as session:
-            held = (
-                await session.execute(
-                    select(RoomRow.lease_owner, RoomRow.lease_expires_at).where(RoomRow.id == room_id)
-                )
-            ).one_or_none()
-        if held is None:
-            raise RoomNotFound(room_id)
-        held_by, expires_at = held
+        lease = await self.lease(room_id)
         condition: ColumnElement[bool]
-        if held_by is None:
+        if lease is None:
             condition = RoomRow.lease_owner.is_(None)
-        elif held_by == owner:
+        elif lease.owner == owner:
             condition = RoomRow.lease_owner == owner
-        elif expires_at is not None and self._lease(held_by, expires_at).alive:
+        elif lease.alive:
             return False
         else:
-            condition = (RoomRow.lease_owner == held_by) & (RoomRow.lease_expires_at == expires_at)
+            condition = (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
         async with self._write() as conn:
             result = await conn.execute(
                 update(RoomRow)
                 .where(RoomRow.id == room_id, condition)
-                .values(lease_owner=owner, lease_expires_at=time.time() + ttl)
+                .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
             )
         return result.rowcount == 1
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
-        """Extends our lease by `ttl` seconds from now; False when it is no longer ours."""
+        """Extends our lease to `ttl` seconds from the database's now; False when it is no longer ours."""
         async with self._write() as conn:
             result = await conn.execute(
                 update(RoomRow)
                 .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
-                .values(lease_expires_at=time.time() + ttl)
+                .values(lease_expires_at=db_now() + ttl)
             )
         return result.rowcount == 1
 
@@ -576,20 +606,13 @@ class Store:
 
     async def lease(self, room_id: str) -> Lease | None:
         """The room's lease as stored, None when there is none."""
+        query = select(RoomRow.lease_owner, RoomRow.lease_expires_at, db_now()).where(RoomRow.id == room_id)
         async with self._read() as session:
-            held = (
-                await session.execute(
-                    select(RoomRow.lease_owner, RoomRow.lease_expires_at).where(RoomRow.id == room_id)
-                )
-            ).one_or_none()
+            held = (await session.execute(query)).one_or_none()
         if held is None:
             raise RoomNotFound(room_id)
-        held_by, expires_at = held
-        return None if held_by is None or expires_at is None else self._lease(held_by, expires_at)
-
-    @staticmethod
-    def _lease(owner: str, expires_at: float) -> Lease:
-        return Lease(owner, expires_at, alive=expires_at > time.time() and not _process_gone(owner))
+        held_by, expires_at, now = held
+        return None if held_by is None or expires_at is None else _lease(held_by, expires_at, now)
 
     # ---- users, providers and agent templates: rows the HTTP service keeps per owner (L2, L3, L15) ------
 
@@ -607,6 +630,8 @@ class Store:
         return UserRecord(user_id, name, role, now)
 
     async def get_user(self, user_id: int) -> UserRecord | None:
+        if not _fits(user_id):
+            return None
         return await self._one_user(UserRow.id == user_id)
 
     async def user_by_name(self, name: str) -> UserRecord | None:
@@ -628,6 +653,8 @@ class Store:
         self, user_id: int, *, role: UserRole | None = None, token_hash: str | None = None
     ) -> UserRecord | None:
         """Changes a user's role or token hash (None leaves it as it is); None when there is no such user."""
+        if not _fits(user_id):
+            return None
         values: dict[str, Any] = {}
         if role is not None:
             values["role"] = role
@@ -640,6 +667,8 @@ class Store:
 
     async def delete_user(self, user_id: int) -> bool:
         """Deletes a user with their providers and templates; their rooms stay, owned by nobody."""
+        if not _fits(user_id):
+            return False
         return await self._delete(UserRow, UserRow.id == user_id)
 
     async def _one_user(self, condition: ColumnElement[bool]) -> UserRecord | None:
@@ -694,6 +723,8 @@ class Store:
         return await self.get_provider(provider_id, owner_id=owner_id)
 
     async def delete_provider(self, provider_id: int, *, owner_id: int) -> bool:
+        if not (_fits(provider_id) and _fits(owner_id)):
+            return False
         return await self._delete(
             ProviderRow, (ProviderRow.id == provider_id) & (ProviderRow.owner_id == owner_id)
         )
@@ -739,6 +770,8 @@ class Store:
         return await self.get_template(template_id, owner_id=owner_id)
 
     async def delete_template(self, template_id: int, *, owner_id: int) -> bool:
+        if not (_fits(template_id) and _fits(owner_id)):
+            return False
         return await self._delete(
             AgentTemplateRow, (AgentTemplateRow.id == template_id) & (AgentTemplateRow.owner_id == owner_id)
         )
@@ -778,7 +811,7 @@ class Store:
     async def _update_owned(
         self, table: type[_Owned], row_id: int, owner_id: int, changes: Mapping[str, Any], *, what: str
     ) -> None:
-        if not changes:
+        if not changes or not (_fits(row_id) and _fits(owner_id)):
             return
         try:
             async with self._write() as conn:
@@ -796,6 +829,8 @@ class Store:
         return NameTaken(f"you already have a {what} named '{name}'; choose another name or change that one")
 
     async def _get_owned(self, table: type[_Owned], row_id: int, owner_id: int) -> _Owned | None:
+        if not (_fits(row_id) and _fits(owner_id)):
+            return None
         query = select(table).where(table.id == row_id, table.owner_id == owner_id)
         async with self._read() as session:
             return (await session.scalars(query)).one_or_none()

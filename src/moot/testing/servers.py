@@ -7,6 +7,7 @@ chunk costs one bytes formatting and one write.
 
     async with FakeLLMServer(reply_tokens=5) as server:     # in the running event loop
         server.faults.extend([Fault.status(429, retry_after=0.1), Fault.cut(after_chunks=2)])
+        server.faults.append(Fault.stream_error(after_chunks=3, message="bad key {key}"))  # echoes the key
         ...                                                  # OpenAI base_url: server.url + "/v1"
 
     server = FakeLLMServer().start_in_thread()               # for synchronous code; server.stop() after
@@ -98,14 +99,21 @@ class Fault:
     """One scripted misbehaviour; the server takes one from `server.faults` per request, in order.
 
     `after_chunks` counts text chunks: the events that open a stream (role, message_start) always go out.
+    `{key}` in a message, a body, a header or a location is replaced by the key the client sent, the way a
+    careless server echoes it.
     """
 
-    kind: Literal["ok", "status", "cut", "hang"]
+    kind: Literal["ok", "status", "cut", "hang", "stream_error", "chunk", "redirect"]
     code: int = 200
     retry_after: float | str | None = None
     message: str | None = None
     after_chunks: int | None = None
     seconds: float = 0.0
+    body: Any = None  # a whole error body instead of the provider's usual one
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    data: bytes = b""  # a raw SSE data payload
+    event: str = "content_block_delta"  # the SSE event name of `data` on the Anthropic protocol
+    location: str = ""
 
     @classmethod
     def ok(cls) -> Fault:
@@ -114,10 +122,41 @@ class Fault:
 
     @classmethod
     def status(
-        cls, code: int, *, retry_after: float | str | None = None, message: str | None = None
+        cls,
+        code: int,
+        *,
+        retry_after: float | str | None = None,
+        message: str | None = None,
+        body: Any = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Fault:
-        """Answers with the provider's real error body; `retry_after` in seconds or as an HTTP date."""
-        return cls("status", code=code, retry_after=retry_after, message=message)
+        """Answers with the provider's real error body (or `body`); `retry_after` in seconds or an HTTP date."""
+        return cls(
+            "status", code=code, retry_after=retry_after, message=message, body=body, headers=tuple(headers)
+        )
+
+    @classmethod
+    def stream_error(cls, after_chunks: int = 0, *, message: str | None = None, body: Any = None) -> Fault:
+        """Sends an error event inside a stream that began well (`data: {"error": ...}`), then ends it."""
+        return cls("stream_error", after_chunks=after_chunks, message=message, body=body)
+
+    @classmethod
+    def chunk(cls, data: bytes | str, *, after_chunks: int = 0, event: str = "content_block_delta") -> Fault:
+        """Slips one raw `data:` payload into the stream (a malformed chunk, say), then streams on."""
+        raw = data.encode() if isinstance(data, str) else data
+        return cls("chunk", after_chunks=after_chunks, data=raw, event=event)
+
+    @classmethod
+    def redirect(
+        cls,
+        location: str,
+        *,
+        code: int = 307,
+        message: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Fault:
+        """Answers with a redirect to `location`, with `message` as its body."""
+        return cls("redirect", code=code, location=location, message=message, headers=tuple(headers))
 
     @classmethod
     def cut(cls, after_chunks: int = 0) -> Fault:
@@ -147,7 +186,10 @@ class FakeLLMServer:
     Settings are plain attributes and may change between requests. With `api_key` set, requests must carry it
     (OpenAI: `Authorization: Bearer`; Anthropic: `x-api-key` or Bearer) or get 401. `report_usage=False` never sends
     usage, as some local servers do. Replies honour `max_tokens` (one word is one token) and stop with
-    `length` / `max_tokens` when cut short.
+    `length` / `max_tokens` when cut short. With `context_window` set, a prompt of more words than that is
+    refused the way the server of `context_style` refuses it (llama.cpp or OpenAI; Anthropic on its
+    protocol). Anthropic replies report `cache_read_tokens` and `cache_creation_tokens` when they are set.
+    `length_reason` is the word for a reply cut by `max_tokens` (default: the protocol's own).
     """
 
     def __init__(
@@ -164,6 +206,11 @@ class FakeLLMServer:
         report_usage: bool = True,
         record: bool = True,
         models: Sequence[str] = ("fake-model",),
+        context_window: int | None = None,
+        context_style: Literal["llama.cpp", "openai"] = "llama.cpp",
+        cache_read_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+        length_reason: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -176,11 +223,17 @@ class FakeLLMServer:
         self.report_usage = report_usage
         self.record = record
         self.models = tuple(models)
+        self.context_window = context_window
+        self.context_style = context_style
+        self.cache_read_tokens = cache_read_tokens
+        self.cache_creation_tokens = cache_creation_tokens
+        self.length_reason = length_reason
         self.faults: deque[Fault] = deque()
         self.requests: list[RecordedRequest] = []
         self._count = 0
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self.connections_opened = 0  # TCP connections accepted, for tests of connection reuse
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -273,6 +326,7 @@ class FakeLLMServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        self.connections_opened += 1
         try:
             while await self._exchange(reader, writer):
                 pass
@@ -325,8 +379,16 @@ class FakeLLMServer:
             fault: Fault | None = self.faults.popleft()
         except IndexError:
             fault = None
+        key = _sent_key(headers)
         if fault is not None and fault.kind == "status":
-            await self._error(writer, anthropic, fault.code, headers, model, fault.message, fault.retry_after)
+            await self._error(
+                writer, anthropic, fault.code, headers, model, fault.message, fault.retry_after, fault, key
+            )
+            return True
+        if fault is not None and fault.kind == "redirect":
+            extra = f"location: {_echo(fault.location, key)}\r\n" + _header_lines(fault.headers, key)
+            body = _echo(fault.message or f"Redirecting to {fault.location}", key).encode()
+            await _send(writer, fault.code, body, "text/plain", extra)
             return True
         streamed = isinstance(body, dict) and bool(body.get("stream"))
         if fault is not None and fault.kind == "cut" and not streamed:
@@ -343,9 +405,13 @@ class FakeLLMServer:
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 await self._error(writer, anthropic, 400, headers, model, "We could not parse the JSON body.")
                 return True
+            if self.context_window is not None and _prompt_tokens(body) > self.context_window:
+                await self._too_long(writer, anthropic, _prompt_tokens(body))
+                return True
+            injected = _injected(fault, anthropic, key)
             if anthropic:
-                return await self._anthropic(body, request, reader, writer, fault)
-            return await self._openai(body, request, reader, writer, fault)
+                return await self._anthropic(body, request, reader, writer, fault, injected)
+            return await self._openai(body, request, reader, writer, fault, injected)
         if method == "GET" and path == "/v1/models":
             await _send_json(writer, 200, self._model_list(anthropic))
             return True
@@ -367,14 +433,19 @@ class FakeLLMServer:
         model: str,
         message: str | None = None,
         retry_after: float | str | None = None,
+        fault: Fault | None = None,
+        key: str = "",
     ) -> None:
-        """Writes the error body the real provider sends for `status`."""
-        if anthropic:
+        """Writes the error body the real provider sends for `status`, or the fault's own."""
+        message = _echo(message, key) if message else message
+        if fault is not None and fault.body is not None:
+            body: dict[str, Any] = orjson.loads(_echo(orjson.dumps(fault.body).decode(), key))
+        elif anthropic:
             kind, default = _ANTHROPIC_ERRORS.get(
                 status, ("api_error" if status >= 500 else "invalid_request_error", "Error.")
             )
             error: dict[str, Any] = {"type": kind, "message": message or default.format(model=model)}
-            body: dict[str, Any] = {"type": "error", "error": error, "request_id": f"req_fake{self._count}"}
+            body = {"type": "error", "error": error, "request_id": f"req_fake{self._count}"}
         else:
             kind, code, default = _OPENAI_ERRORS.get(
                 status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
@@ -388,7 +459,30 @@ class FakeLLMServer:
         if retry_after is not None:
             value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
             extra = f"retry-after: {value}\r\n"
+        if fault is not None:
+            extra += _header_lines(fault.headers, key)
         await _send_json(writer, status, body, extra)
+
+    async def _too_long(self, writer: asyncio.StreamWriter, anthropic: bool, prompt: int) -> None:
+        """Refuses a prompt longer than `context_window` with the server's real words and body."""
+        window = self.context_window
+        body: dict[str, Any]
+        if anthropic:
+            message = f"prompt is too long: {prompt} tokens > {window} maximum"
+            error: dict[str, Any] = {"type": "invalid_request_error", "message": message}
+            body = {"type": "error", "error": error, "request_id": f"req_fake{self._count}"}
+        elif self.context_style == "openai":
+            message = (
+                f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+                f"{prompt} tokens. Please reduce the length of the messages."
+            )
+            error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+            body = {"error": {**error, "code": "context_length_exceeded"}}
+        else:
+            message = "the request exceeds the available context size, try increasing it"
+            error = {"code": 400, "message": message, "type": "exceed_context_size_error"}
+            body = {"error": {**error, "n_prompt_tokens": prompt, "n_ctx": window}}
+        await _send_json(writer, 400, body)
 
     def _model_list(self, anthropic: bool) -> dict[str, Any]:
         if anthropic:
@@ -424,9 +518,10 @@ class FakeLLMServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         fault: Fault | None,
+        injected: bytes = b"",
     ) -> bool:
         chunks, input_tokens, output_tokens, truncated = self._plan(body, request)
-        finish = "length" if truncated else "stop"
+        finish = (self.length_reason or "length") if truncated else "stop"
         model = str(body.get("model") or self.models[0])
         meta = {"id": f"chatcmpl-fake{self._count}", "created": int(time.time()), "model": model}
         usage = {
@@ -464,7 +559,7 @@ class FakeLLMServer:
         ending += _frame(b"data: [DONE]\n\n")
         fixed = len(prefix) + len(suffix)
         frames = [_frame_parts(fixed, prefix, orjson.dumps(chunk), suffix) for chunk in chunks]
-        return await self._stream(reader, writer, opening, frames, ending, fault)
+        return await self._stream(reader, writer, opening, frames, ending, fault, injected)
 
     async def _anthropic(
         self,
@@ -473,9 +568,10 @@ class FakeLLMServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         fault: Fault | None,
+        injected: bytes = b"",
     ) -> bool:
         chunks, input_tokens, output_tokens, truncated = self._plan(body, request)
-        stop_reason = "max_tokens" if truncated else "end_turn"
+        stop_reason = (self.length_reason or "max_tokens") if truncated else "end_turn"
         message: dict[str, Any] = {
             "id": f"msg_fake{self._count}",
             "type": "message",
@@ -485,15 +581,21 @@ class FakeLLMServer:
             "stop_reason": None,
             "stop_sequence": None,
         }
+        cache: dict[str, int] = {}
+        if self.cache_read_tokens or self.cache_creation_tokens:
+            cache = {
+                "cache_read_input_tokens": self.cache_read_tokens,
+                "cache_creation_input_tokens": self.cache_creation_tokens,
+            }
         if not body.get("stream"):
             await self._generate(len(chunks))
             message.update(content=[{"type": "text", "text": "".join(chunks)}], stop_reason=stop_reason)
             if self.report_usage:
-                message["usage"] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+                message["usage"] = {"input_tokens": input_tokens, "output_tokens": output_tokens, **cache}
             await _send_json(writer, 200, message)
             return True
         if self.report_usage:
-            message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+            message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1, **cache}
         delta: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
@@ -520,7 +622,7 @@ class FakeLLMServer:
         suffix = b"}}\n\n"
         fixed = len(prefix) + len(suffix)
         frames = [_frame_parts(fixed, prefix, orjson.dumps(chunk), suffix) for chunk in chunks]
-        return await self._stream(reader, writer, opening, frames, ending, fault)
+        return await self._stream(reader, writer, opening, frames, ending, fault, injected)
 
     async def _generate(self, chunks: int) -> None:
         """Takes as long as streaming would have: a non-streamed reply arrives when generation ends."""
@@ -536,13 +638,17 @@ class FakeLLMServer:
         frames: list[bytes],
         ending: bytes,
         fault: Fault | None,
+        injected: bytes = b"",
     ) -> bool:
-        """Sends the SSE response one HTTP chunk per event, playing a `cut` or `hang` fault where it falls."""
+        """Sends the SSE response one HTTP chunk per event, playing a stream fault where it falls.
+
+        `injected` is the event a `stream_error` (after which the stream ends) or a `chunk` fault sends.
+        """
         if self.ttft > 0:
             await asyncio.sleep(self.ttft)
         writer.write(_SSE_HEAD + opening)
         at = None  # where a cut or hang falls; past the last chunk means just before the ending
-        if fault is not None and fault.after_chunks is not None and fault.kind in ("cut", "hang"):
+        if fault is not None and fault.after_chunks is not None and fault.kind != "status":
             at = min(fault.after_chunks, len(frames))
         delay = self.token_delay
         start = time.monotonic()
@@ -552,7 +658,13 @@ class FakeLLMServer:
                     await _flush(writer)
                     writer.transport.abort()
                     return False
-                if await _client_left(reader, fault.seconds):
+                if fault.kind == "stream_error":
+                    writer.write(injected + _LAST_CHUNK)
+                    await writer.drain()
+                    return True
+                if fault.kind == "chunk":
+                    writer.write(injected)
+                elif await _client_left(reader, fault.seconds):
                     return False
             if index == len(frames):
                 break
@@ -574,6 +686,42 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return count
 
 
+def _sent_key(headers: dict[str, str]) -> str:
+    """The key the client sent, in whichever header its protocol uses."""
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def _echo(text: str, key: str) -> str:
+    return text.replace("{key}", key)
+
+
+def _header_lines(headers: Sequence[tuple[str, str]], key: str) -> str:
+    return "".join(f"{name}: {_echo(value, key)}\r\n" for name, value in headers)
+
+
+def _injected(fault: Fault | None, anthropic: bool, key: str) -> bytes:
+    """The SSE event a `stream_error` or `chunk` fault slips into the stream, framed as one HTTP chunk."""
+    if fault is None:
+        return b""
+    if fault.kind == "chunk":
+        event = b"event: " + fault.event.encode() + b"\n" if anthropic else b""
+        return _frame(event + b"data: " + _echo(fault.data.decode(), key).encode() + b"\n\n")
+    if fault.kind != "stream_error":
+        return b""
+    body: Any
+    if fault.body is not None:
+        body = orjson.loads(_echo(orjson.dumps(fault.body).decode(), key))
+    elif anthropic:
+        error = {"type": "overloaded_error", "message": _echo(fault.message or "Overloaded", key)}
+        body = {"type": "error", "error": error}
+    else:
+        message = _echo(fault.message or _OPENAI_ERRORS[500][2], key)
+        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    if anthropic:
+        return _event("error", body)
+    return _frame(b"data: " + orjson.dumps(body) + b"\n\n")
+
+
 def _mask(key: str) -> str:
     """A key as OpenAI echoes it: the ends only."""
     return f"{key[:3]}{'*' * (len(key) - 7)}{key[-4:]}" if len(key) > 10 else "*" * len(key)
@@ -593,13 +741,18 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 async def _send_json(writer: asyncio.StreamWriter, status: int, body: Any, extra_headers: str = "") -> None:
-    data = orjson.dumps(body)
+    await _send(writer, status, orjson.dumps(body), "application/json", extra_headers)
+
+
+async def _send(
+    writer: asyncio.StreamWriter, status: int, data: bytes, content_type: str, extra_headers: str = ""
+) -> None:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Overloaded" if status == 529 else "Error"
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\n"
         f"content-length: {len(data)}\r\n{extra_headers}\r\n"
     )
     writer.write(head.encode("latin-1") + data)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from moot.exceptions import ConfigError
 from moot.service.deps import CurrentUser, MemberUser, Paging, StoreDep
+from moot.service.providers import ProviderLookup
 from moot.service.schemas import AgentCreate, AgentPublic, AgentUpdate, ModelIn, Page
 from moot.store import Store
 from moot.store._store import AgentTemplateRecord
@@ -31,14 +31,11 @@ def _public(template: AgentTemplateRecord) -> AgentPublic:
 
 
 async def _check_model(model: ModelIn | None, store: Store, owner_id: int) -> None:
-    """A template's model must name one of the owner's providers (or simulated) when it is made."""
+    """A template's model must be one a room of the owner can run on (simulated, or a stored provider)
+    when the template is made, so that it does not fail later in every room that uses it."""
     if model is None or model.provider == "simulated":
         return
-    if await store.provider_by_name(model.provider, owner_id=owner_id) is None:
-        raise ConfigError(
-            f"model.provider: you have no provider named '{model.provider}'; "
-            "create it with POST /api/v1/providers, or use simulated"
-        )
+    await ProviderLookup(store, owner_id).find(model, "model")
 
 
 @router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)

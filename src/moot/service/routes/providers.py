@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 
 from moot.exceptions import ConfigError
+from moot.scrub import remember_secret
 from moot.service.deps import CipherDep, CurrentUser, MemberUser, Paging, SettingsDep, StoreDep
 from moot.service.providers import check_base_url, try_provider
 from moot.service.schemas import Page, ProviderCreate, ProviderPublic, ProviderTestResult, ProviderUpdate
@@ -42,6 +43,8 @@ async def create_provider(
 ) -> ProviderPublic:
     """Stores a provider; its API key is encrypted before it reaches the database."""
     _check_name(body.name)
+    if body.api_key is not None:
+        remember_secret(body.api_key.get_secret_value())
     if body.base_url is not None:
         await check_base_url(body.base_url, block_private=settings.block_private_urls)
     provider = await store.create_provider(
@@ -93,6 +96,7 @@ async def update_provider(
     if body.base_url is not None:
         await check_base_url(body.base_url, block_private=settings.block_private_urls)
     if "api_key" in body.model_fields_set:
+        remember_secret(body.api_key.get_secret_value() if body.api_key else None)
         changes["api_key_encrypted"] = (
             cipher.encrypt(body.api_key.get_secret_value()) if body.api_key else None
         )

@@ -3,19 +3,32 @@ and read over HTTP. An operation that does not fit the room's state answers 409 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 
 from moot.engine import check_intervention
 from moot.exceptions import ConfigError
 from moot.export import export
 from moot.prompts import is_stop_command
-from moot.service.deps import CurrentUser, ManagerDep, MemberUser, OwnedRoom, Paging, StoreDep, User
+from moot.service.deps import (
+    CurrentUser,
+    LimiterDep,
+    ManagerDep,
+    MemberUser,
+    OwnedRoom,
+    Paging,
+    StoreDep,
+    User,
+)
+from moot.service.providers import ProviderLookup
 from moot.service.runtime import WHILE_RUNNING, WHILE_STOPPED, Conflict, RoomManager, state_of
 from moot.service.schemas import (
     EntryPublic,
+    ErrorResponse,
     ExportFormat,
     MessageAccepted,
     MessageCreate,
@@ -26,10 +39,11 @@ from moot.service.schemas import (
     RoomPublic,
     RoomSummary,
     UsagePublic,
+    refuse_unstorable,
 )
-from moot.spec import RoomSpec
+from moot.spec import RoomSpec, format_validation_error
 from moot.store import RoomRecord, Store
-from moot.store._store import ProviderRecord, UserRole
+from moot.store._store import UserRole
 
 router = APIRouter(prefix="/rooms", tags=["rooms"])
 SIMULATED = "simulated"
@@ -45,7 +59,7 @@ class _SpecBuilder:
         self.body = body
         self.owner_id = owner_id
         self.store = store
-        self._providers: dict[str, ProviderRecord | None] = {}
+        self._lookup = ProviderLookup(store, owner_id)
 
     async def build(self) -> RoomSpec:
         body = self.body
@@ -72,26 +86,31 @@ class _SpecBuilder:
         return fields
 
     async def _model(self, ref: str | dict[str, Any] | ModelIn, where: str) -> str | dict[str, Any]:
-        """A reference the spec understands: a key of `models`, simulated, or a mapping with the provider."""
+        """A reference the spec understands: a key of `models`, or a mapping naming the stored provider.
+
+        `api_key_env` and `base_url` never reach the stored room: the key and the URL are the stored
+        provider's, filled in memory when the room runs, so a room cannot make the server send one of its
+        own environment variables anywhere.
+        """
         given = ref
         if isinstance(ref, str):
             if ref in self.body.models:
                 return ref
             name, _, model = ref.partition(":")
-            if name == SIMULATED:
-                return ref
             ref = {"provider": name, "model": model or None}
         try:
             declared = ref if isinstance(ref, ModelIn) else ModelIn.model_validate(ref)
-        except ValidationError:
-            raise ConfigError(
-                f"{where}: '{str(given)[:100]}' is no model; give a stored provider's name, "
-                "'name:model', simulated, or a key of models"
-            ) from None
-        data = declared.model_dump(exclude_none=True)
+        except ValidationError as exc:
+            if isinstance(given, str):
+                raise ConfigError(
+                    f"{where}: '{given[:100]}' is no model; give a key of models, 'provider:model' with "
+                    "openai, anthropic, simulated or one of your stored providers, or a model mapping"
+                ) from None
+            raise ConfigError(format_validation_error(exc, f"room: {where}", ModelIn)) from None
+        data = declared.model_dump(exclude_none=True, exclude={"api_key", "api_key_env", "base_url"})
         if declared.provider == SIMULATED:
             return data
-        provider = await self._provider(declared.provider, where)
+        provider = await self._lookup.find(declared, where)
         data.update(provider=provider.type, stored_provider=provider.name)
         if declared.model is None and provider.default_model:
             data["model"] = provider.default_model
@@ -99,16 +118,79 @@ class _SpecBuilder:
             data["max_tokens"] = provider.max_tokens
         return data
 
-    async def _provider(self, name: str, where: str) -> ProviderRecord:
-        if name not in self._providers:
-            self._providers[name] = await self.store.provider_by_name(name, owner_id=self.owner_id)
-        provider = self._providers[name]
-        if provider is None:
-            raise ConfigError(
-                f"{where}: you have no provider named '{name}'; create it with POST /api/v1/providers, "
-                f"or use {SIMULATED}"
+
+# ---- the body: a room file, as JSON or YAML -----------------------------------------------------------------
+
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few lines of them can stand for billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not taken here; write the values out",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
             )
-        return provider
+        return super().compose_node(parent, index)
+
+
+async def room_document(request: Request) -> RoomCreate:
+    """The request's room file, parsed by its content type and validated, with errors as `moot validate`
+    writes them (`room: agents[0].model: ...`)."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    raw = await request.body()
+    try:
+        if media in YAML_TYPES:
+            try:
+                data = yaml.load(raw, Loader=_NoAliases)
+            except yaml.YAMLError as exc:
+                raise _invalid(f"room: the body is not valid YAML: {exc}") from None
+        elif media in JSON_TYPES or media.endswith("+json") or not media:
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise _invalid(
+                    f"body: the body is not valid JSON ({exc.msg} at character {exc.pos})"
+                ) from None
+            except ValueError:
+                raise _invalid("body: the body is not UTF-8 text") from None
+        else:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                f"send the room as application/json or application/yaml, not {media[:100]}",
+            )
+        if not isinstance(data, dict):
+            raise _invalid("room: a room is a mapping with at least task and agents")
+        try:
+            refuse_unstorable(data)
+        except ValueError as exc:
+            raise _invalid(f"room: {exc}") from None
+        try:
+            return RoomCreate.model_validate(data)
+        except ValidationError as exc:
+            raise _invalid(format_validation_error(exc, "room", RoomCreate)) from None
+    except RecursionError:
+        raise _invalid("room: the document is nested too deeply to be a room") from None
+
+
+def _invalid(message: str) -> HTTPException:
+    """422 with each problem on its line, as `moot validate` prints them."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
+
+
+_ROOM_BODY = {"$ref": "#/components/schemas/RoomCreate"}
+ROOM_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {media: {"schema": _ROOM_BODY} for media in ("application/json", "application/yaml")},
+    }
+}
+RoomDocument = Annotated[RoomCreate, Depends(room_document)]
 
 
 # ---- from a record to what a client sees ---------------------------------------------------------------------
@@ -176,7 +258,7 @@ def room_public(record: RoomRecord, manager: RoomManager, owner: User | None) ->
         running_here=manager.is_running(record.id) and record.status != "completed",
         allowed=allowed(record, manager),
         agents=agents,
-        spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        spec=spec.model_dump(mode="json", exclude_none=True),
     )
 
 
@@ -187,9 +269,23 @@ async def _fresh(store: Store, room: RoomRecord, manager: RoomManager, user: Use
 # ---- the routes ------------------------------------------------------------------------------------------------
 
 
-@router.post("", response_model=RoomPublic, status_code=status.HTTP_201_CREATED)
-async def create_room(body: RoomCreate, user: MemberUser, store: StoreDep, manager: ManagerDep) -> RoomPublic:
-    """Stores a new idle room; `POST /rooms/{id}/run` starts it."""
+@router.post(
+    "",
+    response_model=RoomPublic,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=ROOM_BODY_DOC,
+    responses={415: {"model": ErrorResponse, "description": "Neither JSON nor YAML."}},
+)
+async def create_room(
+    body: RoomDocument, user: MemberUser, store: StoreDep, manager: ManagerDep
+) -> RoomPublic:
+    """Stores a new idle room from a room file, as JSON or as YAML (`Content-Type: application/yaml`);
+    `POST /rooms/{id}/run` starts it.
+
+    The document is the one `moot run` reads. A model's `provider` is openai, anthropic or simulated, or
+    one of your stored providers by name; the key always comes from your stored provider (never from
+    the room or the server's environment), and `base_url` picks among your providers of one type.
+    """
     spec = await _SpecBuilder(body, user.id, store).build()
     return room_public(await store.create_room(spec, owner_id=user.id), manager, user)
 
@@ -242,15 +338,24 @@ async def stop_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manager:
     return await _fresh(store, room, manager, user)
 
 
-@router.post("/{room_id}/messages", response_model=MessageAccepted, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{room_id}/messages",
+    response_model=MessageAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={429: {"model": ErrorResponse, "description": "Too many interventions; see Retry-After."}},
+)
 async def post_message(
-    body: MessageCreate, user: MemberUser, room: OwnedRoom, manager: ManagerDep
+    body: MessageCreate, user: MemberUser, room: OwnedRoom, manager: ManagerDep, limiter: LimiterDep
 ) -> MessageAccepted:
-    """A person steps in (B9): the words join at the room's next step; a stop command ends it early."""
+    """A person steps in (B9): the words join at the room's next step; a stop command ends it early.
+
+    A room takes a limited number of interventions per minute, and so does a user (429 past them).
+    """
     try:
         text = check_intervention(body.text)
     except ValueError as exc:
         raise ConfigError(f"text: {exc}") from None
+    limiter.take(room.id, user.id)
     author = body.author or user.name
     ref = await manager.intervene(room.id, text, author)
     return MessageAccepted(id=ref, text=text, author=author, stop=is_stop_command(text))

@@ -13,21 +13,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import HTTPConnection
 
+from moot.engine import MAX_INTERVENTION_CHARS
 from moot.events import Event, event_json
 from moot.exceptions import MootError
 from moot.prompts import is_stop_command
 from moot.service.auth import at_least
 from moot.service.deps import (
+    CurrentUser,
     ManagerDep,
     OwnedRoom,
     User,
+    get_limiter,
     get_manager,
     get_store,
     owned_room,
@@ -35,6 +40,7 @@ from moot.service.deps import (
     user_for_token,
 )
 from moot.service.hub import Subscription
+from moot.service.limits import InterventionLimiter, RateLimited
 from moot.service.runtime import Conflict, RoomManager
 from moot.service.schemas import MessageCreate
 
@@ -43,13 +49,40 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/rooms", tags=["streams"])
 
 PING_SECONDS = 15.0  # `app.state.stream_ping` overrides it (tests)
+RIGHTS_SECONDS = 30.0  # a stream re-checks its token this often; `app.state.rights_recheck` overrides it
 SEND_TIMEOUT = 30.0  # a client that takes no bytes for this long is dropped
+MAX_SEQ = 2**31 - 1  # the largest seq the databases keep
+MAX_FRAME_CHARS = 4 * MAX_INTERVENTION_CHARS + 4096  # room for an intervention, escaped, and its fields
+WS_UNSUPPORTED = 1003  # a binary frame
+WS_INVALID = 1007  # a frame that cannot be read as a message
+WS_TOO_BIG = 1009
 WS_BEHIND = 1013  # "try again later": the client fell behind and should reconnect with ?after=
+WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
 WS_NOT_FOUND = 4404
 
-AfterQuery = Annotated[int | None, Query(ge=0, description="Resume after this seq (Last-Event-ID wins).")]
+AfterQuery = Annotated[
+    str | None,
+    Query(
+        description=f"Resume after this seq, a whole number from 0 to {MAX_SEQ} (Last-Event-ID wins).",
+        examples=["0"],
+    ),
+]
 FollowQuery = Annotated[bool, Query(description="Stay open for the room's next run instead of ending.")]
+
+
+def parse_seq(value: str | None, where: str) -> int | None:
+    """A seq a client resumes after; HTTPException 400 saying what is allowed when it is not one."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_SEQ)) or int(text) > MAX_SEQ:
+        shown = text[:20] + ("…" if len(text) > 20 else "")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{where} must be the seq of an event, a whole number from 0 to {MAX_SEQ}; got '{shown}'",
+        )
+    return int(text)
 
 
 def _sse_frame(event: Event) -> str:
@@ -59,6 +92,38 @@ def _sse_frame(event: Event) -> str:
 
 def _reconnect(sub: Subscription) -> dict[str, Any]:
     return {"type": "reconnect", "reason": sub.reason, "after": sub.last_seq}
+
+
+class _Rights:
+    """Whether the connection's token still opens this room: checked again on every control message and,
+    for the events, at most every `every` seconds, so a revoked token, a deleted user or a room that is no
+    longer theirs does not keep a stream open for ever (L15)."""
+
+    def __init__(self, connection: HTTPConnection, room_id: str, token: str | None, user: User) -> None:
+        self.store = get_store(connection)
+        self.room_id = room_id
+        self.token = token
+        self.user = user
+        self.every = float(getattr(connection.app.state, "rights_recheck", RIGHTS_SECONDS))
+        self._checked = time.monotonic()
+
+    async def check(self) -> tuple[int, str] | None:
+        """None while the rights hold (the user's level refreshed); else the close code and reason."""
+        self._checked = time.monotonic()
+        user = await user_for_token(self.token, self.store)
+        if user is None:
+            return WS_UNAUTHORIZED, "this token no longer works (renewed, or its user deleted); sign in again"
+        try:
+            await owned_room(self.room_id, user, self.store)
+        except HTTPException as exc:
+            return WS_NOT_FOUND, str(exc.detail)[:120]
+        self.user = user
+        return None
+
+    async def check_now_and_then(self) -> tuple[int, str] | None:
+        if time.monotonic() - self._checked < self.every:
+            return None
+        return await self.check()
 
 
 # ---- SSE ----------------------------------------------------------------------------------------------------
@@ -72,6 +137,7 @@ def _reconnect(sub: Subscription) -> dict[str, Any]:
 async def room_events(
     request: Request,
     room: OwnedRoom,
+    user: CurrentUser,
     manager: ManagerDep,
     after: AfterQuery = None,
     follow: FollowQuery = False,
@@ -83,16 +149,18 @@ async def room_events(
 
     Ends once the run is over and everything was sent, unless `follow`. A client that falls behind gets a
     final `reconnect` event and should reconnect with its Last-Event-ID. A comment keeps proxies open.
+    A stream whose token stops working (renewed, or its user deleted) ends.
     """
-    start = after or 0
+    start = parse_seq(after, "?after=") or 0
     if last_event_id is not None:
-        if not last_event_id.strip().isdecimal():
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be an event's seq")
-        start = int(last_event_id)
+        start = parse_seq(last_event_id, "Last-Event-ID") or 0
+    rights = _Rights(request, room.id, token_of(request), user)
 
     async def stream() -> AsyncIterator[bytes]:
         async with manager.hub(room.id).subscribe(start, follow=follow) as sub:  # here: a HEAD never reads it
             async for event in sub:
+                if await rights.check_now_and_then() is not None:
+                    return
                 yield "".join(map(_sse_frame, [event, *sub.ready()])).encode()
             if sub.lagged:
                 yield ServerSentEvent(data=json.dumps(_reconnect(sub)), event="reconnect").encode()
@@ -116,39 +184,80 @@ async def room_socket(
     Send `{"type": "intervene", "text": ..., "author"?: ...}`, `{"type": "pause"}`, `{"type": "stop"}` or
     `{"type": "run"}`; each gets `{"type": "ack", "command": ...}` or `{"type": "error", "message": ...}`.
     It follows the room across runs unless `?follow=false`. The token comes as `?token=` or as a bearer
-    header; without one the socket closes with 4401, for a room not yours with 4404.
+    header; without one the socket closes with 4401, for a room not yours with 4404; both are checked again
+    on every message. A binary frame closes it with 1003, one that is not readable JSON with 1007, one
+    over the size limit with 1009.
     """
     store, manager = get_store(websocket), get_manager(websocket)
     await websocket.accept()
-    user = await user_for_token(token_of(websocket), store)
+    token = token_of(websocket)
+    user = await user_for_token(token, store)
     if user is None:
         await websocket.close(WS_UNAUTHORIZED, "a valid API token is required: ?token= or a bearer header")
         return
     try:
         await owned_room(room_id, user, store)
+        start = parse_seq(after, "?after=") or 0
     except HTTPException as exc:
-        await websocket.close(WS_NOT_FOUND, str(exc.detail)[:120])
+        code = WS_NOT_FOUND if exc.status_code == status.HTTP_404_NOT_FOUND else WS_BAD_REQUEST
+        await websocket.close(code, str(exc.detail)[:120])
         return
-    sub = manager.hub(room_id).subscribe(after or 0, follow=follow)
+    rights = _Rights(websocket, room_id, token, user)
+    limiter = get_limiter(websocket)
+    sub = manager.hub(room_id).subscribe(start, follow=follow)
     lock = asyncio.Lock()
+    closed = False
 
     async def send(frame: dict[str, Any] | str) -> None:
         async with lock:  # events and replies come from two tasks; frames must not interleave
-            await websocket.send_text(frame if isinstance(frame, str) else json.dumps(frame))
+            if not closed:
+                await websocket.send_text(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def close(code: int, reason: str) -> None:
+        nonlocal closed
+        async with lock:
+            if not closed:
+                closed = True
+                await websocket.close(code, reason[:120])  # a close reason has at most 123 bytes
 
     async def pump() -> None:
         async with sub:
             async for event in sub:
+                refused = await rights.check_now_and_then()
+                if refused is not None:
+                    await close(*refused)
+                    return
                 await send(event_json(event))
         if sub.lagged:
             await send(_reconnect(sub))
-            await websocket.close(WS_BEHIND, f"fell behind; reconnect with ?after={sub.last_seq}")
+            await close(WS_BEHIND, f"fell behind; reconnect with ?after={sub.last_seq}")
         else:
-            await websocket.close(1000, "the run is over")
+            await close(1000, "the run is over")
 
     async def listen() -> None:
         while True:
-            await send(await _command(await websocket.receive_text(), room_id, user, manager))
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                await close(WS_UNSUPPORTED, "send JSON text frames; binary frames are not taken")
+                return
+            if len(text) > MAX_FRAME_CHARS:
+                await close(WS_TOO_BIG, f"a message may have at most {MAX_FRAME_CHARS} characters")
+                return
+            try:
+                parsed = json.loads(text)
+            except RecursionError:
+                await close(WS_INVALID, "this message is nested too deeply; send a flat JSON object")
+                return
+            except ValueError:
+                parsed = None
+            refused = await rights.check()
+            if refused is not None:
+                await close(*refused)
+                return
+            await send(await _command(parsed, room_id, rights.user, manager, limiter))
 
     tasks = [asyncio.create_task(pump()), asyncio.create_task(listen())]
     try:
@@ -160,15 +269,13 @@ async def room_socket(
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             # A client gone mid-send or mid-read ends its own socket and nothing else (B14).
             if isinstance(outcome, Exception) and not isinstance(outcome, WebSocketDisconnect | OSError):
-                logger.warning("room %s: a WebSocket ended on %r", room_id, outcome)
+                logger.warning("room %s: a WebSocket ended on %s", room_id, type(outcome).__name__)
 
 
-async def _command(text: str, room_id: str, user: User, manager: RoomManager) -> dict[str, Any]:
+async def _command(
+    message: Any, room_id: str, user: User, manager: RoomManager, limiter: InterventionLimiter
+) -> dict[str, Any]:
     """Carries out one client message; the reply says what happened or what was wrong."""
-    try:
-        message = json.loads(text)
-    except ValueError:
-        message = None
     kind = message.get("type") if isinstance(message, dict) else None
     if not isinstance(message, dict) or kind not in ("intervene", "pause", "stop", "run"):
         return {
@@ -184,6 +291,7 @@ async def _command(text: str, room_id: str, user: User, manager: RoomManager) ->
     try:
         if kind == "intervene":
             body = MessageCreate.model_validate({k: v for k, v in message.items() if k != "type"})
+            limiter.take(room_id, user.id)
             ref = await manager.intervene(room_id, body.text, body.author or user.name)
             return {"type": "ack", "command": kind, "id": ref, "stop": is_stop_command(body.text)}
         if kind == "pause":
@@ -200,6 +308,8 @@ async def _command(text: str, room_id: str, user: User, manager: RoomManager) ->
             "state": exc.state,
             "allowed": list(exc.allowed),
         }
+    except RateLimited as exc:
+        return {"type": "error", "command": kind, "message": str(exc), "retry_after": exc.retry_after}
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
         return {"type": "error", "command": kind, "message": problems}

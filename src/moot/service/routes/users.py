@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi.responses import HTMLResponse
 
 from moot.service.auth import hash_token, new_token
 from moot.service.deps import AdminUser, CurrentUser, Paging, StoreDep
+from moot.service.pages import signed_in_page, wants_html
 from moot.service.schemas import Page, UserCreate, UserPublic, UserUpdate, UserWithToken
 from moot.store._store import UserRecord
 
@@ -19,9 +21,19 @@ def _public(user: UserRecord) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.get("/me", response_model=UserPublic)
-async def read_me(user: CurrentUser) -> UserPublic:
-    """Who the token belongs to, with their level (L15)."""
+@router.get(
+    "/me",
+    response_model=UserPublic,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
+async def read_me(request: Request, user: CurrentUser) -> UserPublic | HTMLResponse:
+    """Who the token belongs to, with their level (L15).
+
+    A browser (Accept: text/html before application/json) gets a page instead: the first start's login
+    URL opens it, saying who is signed in and where the docs are.
+    """
+    if wants_html(request.headers.get("accept")):
+        return signed_in_page(user)
     return _public(user)
 
 

@@ -1,0 +1,203 @@
+"""A database that fails while a room runs: retried, then the room pauses; its end is always written.
+
+The failures are real: another connection holds the database (SQLite) or the room's row (PostgreSQL) as a
+long transaction would, or a table is renamed away. Each room's chair speaks through a model held in flight,
+so the test steps in while a turn is running, at a point it chose, whatever the machine's pace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from moot.durable import STORE_RETRIES, DurableRun
+from moot.events import (
+    Event,
+    RoomCompleted,
+    RoomConcluded,
+    RoomFailed,
+    RoomPaused,
+    RoomStarted,
+    TurnRestarted,
+    TurnStarted,
+)
+from moot.spec import RoomSpec
+from moot.store import Store
+
+from ._support import HeldModel, Holder, Reader, Watched, board, chaired_by, execute
+
+# A lease that cannot run out during a test, renewed often: what is tested is how failures are handled,
+# never how long they last.
+LEASE = {"lease_ttl": 600.0, "renew_every": 0.05}
+
+
+def opening_in_flight(event: Event) -> bool:
+    return isinstance(event, TurnStarted) and event.kind == "opening"
+
+
+def no_secret_of(url: str, tmp_path: Path) -> Callable[[str], bool]:
+    """True for a text that names neither the database's file nor its URL."""
+    return lambda text: str(tmp_path) not in text and "moot.db" not in text and url not in text
+
+
+async def test_hardening_7_renewals_go_on_after_the_database_was_busy_a_while(db_url: str) -> None:
+    with HeldModel() as model:
+        async with Watched.on(db_url) as store:
+            await store.ensure_schema()
+            room = await store.create_room(RoomSpec.from_data(chaired_by(model)))
+            durable = DurableRun(store, room.id, **LEASE)
+            reader = Reader(durable)
+            await reader.until(opening_in_flight)
+            holder = Holder(db_url, room.id)
+            await holder.hold()
+            try:
+                await store.until(lambda seen: seen["renew"].count("failed") >= 2)
+            finally:
+                await holder.let_go()
+            await store.until(lambda seen: "ok" in seen["renew"][seen["renew"].index("failed") :])
+            lease = await store.lease(room.id)
+            assert lease is not None
+            assert lease.alive
+            assert not any(isinstance(e, RoomPaused) for e in reader.events)
+            model.release()
+            events = await reader.end()
+            assert isinstance(events[-1], RoomCompleted)
+            assert (await store.get_room(room.id)).status == "completed"
+
+
+async def test_hardening_7_a_lease_that_cannot_be_renewed_pauses_the_room(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HeldModel() as model:
+        async with Watched.on(db_url) as store:
+            await store.ensure_schema()
+            room = await store.create_room(RoomSpec.from_data(chaired_by(model)))
+            reader = Reader(DurableRun(store, room.id, **LEASE))
+            await reader.until(opening_in_flight)
+            holder = Holder(db_url, room.id)
+            await holder.hold()
+            try:
+                paused = await reader.until(lambda e: isinstance(e, RoomPaused))
+            finally:
+                await holder.let_go()
+            events = await reader.end()
+            assert events[-1] is paused
+            assert isinstance(paused, RoomPaused)
+            assert paused.reason.startswith("the database was busy; try again: this room's lease could not")
+            assert no_secret_of(db_url, tmp_path)(paused.reason)
+            assert store.outcomes["renew"].count("failed") == STORE_RETRIES + 1
+            record = await store.get_room(room.id)
+            assert record.status == "paused"  # not left "running": its end was written once it could be
+            assert record.lease is None
+            stored = await store.events_after(room.id, 0)
+            assert stored[-1] == paused
+    assert "lease could not be renewed" in caplog.text  # the server's log has the details
+
+
+async def test_hardening_7_words_that_cannot_be_read_pause_the_room(db_url: str) -> None:
+    with HeldModel() as model:
+        async with Watched.on(db_url) as store:
+            await store.ensure_schema()
+            room = await store.create_room(RoomSpec.from_data(chaired_by(model)))
+            reader = Reader(DurableRun(store, room.id, **LEASE))
+            await reader.until(opening_in_flight)
+            await execute(db_url, "ALTER TABLE interventions RENAME TO interventions_away")
+            try:
+                paused = await reader.until(lambda e: isinstance(e, RoomPaused))
+            finally:
+                await execute(db_url, "ALTER TABLE interventions_away RENAME TO interventions")
+            await reader.end()
+            assert isinstance(paused, RoomPaused)
+            assert "words sent to this room could not be read" in paused.reason
+            assert (await store.get_room(room.id)).status == "paused"
+            # the room goes on once the database is back, and takes the words in
+            model.release()
+            resumed = DurableRun(store, room.id)
+            await resumed.intervene("Mind the on-call rota.")
+            assert (await resumed.wait()).status == "completed"
+            assert (await store.pending_interventions(room.id)) == []
+
+
+async def test_hardening_7_a_completed_room_is_stored_completed_when_its_first_final_save_fails(
+    db_url: str,
+) -> None:
+    async with Watched.on(db_url) as store:
+        await store.ensure_schema()
+        room = await store.create_room(RoomSpec.from_data(board(0)))
+        holder = Holder(db_url, room.id)
+
+        async def let_go(call: str, failures: int) -> None:
+            if call == "update_room":
+                await holder.let_go()  # the database is back right after the first failure
+
+        store.on_failure = let_go
+        seen: list[Event] = []
+        async for event in DurableRun(store, room.id, **LEASE):
+            seen.append(event)
+            if isinstance(event, RoomCompleted):  # stored; the room's status is written after the last event
+                await holder.hold()
+        assert isinstance(seen[-1], RoomCompleted)
+        assert store.outcomes["update_room"][-2:] == ["failed", "ok"]
+        record = await store.get_room(room.id)
+        assert record.status == "completed"
+        assert record.lease is None
+
+
+async def test_hardening_3_a_database_failure_shows_participants_no_database_path(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="moot.durable")
+    with HeldModel() as model:
+        async with Watched.on(db_url) as store:
+            await store.ensure_schema()
+            room = await store.create_room(RoomSpec.from_data(chaired_by(model)))
+            holder = Holder(db_url, room.id)
+
+            async def back_after_the_last_try(call: str, failures: int) -> None:
+                if call == "save_entry" and failures == STORE_RETRIES + 1:
+                    await holder.let_go()  # back only once the run gave the turn up: the room fails
+
+            store.on_failure = back_after_the_last_try
+            durable = DurableRun(store, room.id, **LEASE)
+            reader = Reader(durable)
+            await reader.until(opening_in_flight)
+            await holder.hold()
+            model.release()
+            events = await reader.end()
+            failed = events[-1]
+            assert isinstance(failed, RoomFailed)
+            assert failed.error == "the database was busy; try again"
+            [fallback] = [e for e in events if isinstance(e, RoomConcluded)]
+            clean = no_secret_of(db_url, tmp_path)
+            assert clean(fallback.summary)
+            record = await store.get_room(room.id)
+            assert (record.status, record.error) == ("error", "the database was busy; try again")
+            assert durable.result is not None
+            assert durable.result.error == "the database was busy; try again"
+            assert all(clean(e.model_dump_json()) for e in await store.events_after(room.id, 0))
+    assert store.url in caplog.text  # the details are in the server's log, for whoever runs it
+
+
+async def test_hardening_9_a_turn_cut_by_a_crash_is_restarted_for_watchers_when_the_room_resumes(
+    db_url: str,
+) -> None:
+    async with Store.from_url(db_url) as store:
+        await store.ensure_schema()
+        room = await store.create_room(RoomSpec.from_data(board(0)))
+        # what a process killed mid-turn leaves: the room "running", the turn's text so far, stored
+        await store.save_partial(room.id, "r0:opening:Chair", "Good morning, everyone. Today we", 7)
+        await store.update_room(room.id, status="running")
+        events = [e async for e in DurableRun(store, room.id)]
+        assert isinstance(events[0], RoomStarted)
+        restarted = events[1]
+        assert isinstance(restarted, TurnRestarted)
+        assert (restarted.turn_id, restarted.round, restarted.speaker) == ("r0:opening:Chair", 0, "Chair")
+        assert restarted.discard
+        assert restarted.seq > 7
+        started = next(i for i, e in enumerate(events) if isinstance(e, TurnStarted))
+        assert events[started].turn_id == "r0:opening:Chair"  # before the turn runs again
+        assert restarted in await store.events_after(room.id, 0)  # a watcher who reconnects gets it too
+        assert isinstance(events[-1], RoomCompleted)
