@@ -7,6 +7,7 @@ from moot.engine import Run, RunResult, run
 from moot.events import Event, event_json, parse_event
 from moot.exceptions import (
     ConfigError,
+    ContextTooLong,
     ModelAuthError,
     ModelError,
     ModelRequestError,
@@ -26,6 +27,7 @@ __all__ = [
     "Completion",
     "Conclusion",
     "ConfigError",
+    "ContextTooLong",
     "Entry",
     "Event",
     "Limits",

@@ -28,7 +28,6 @@ EXTRA_OF: dict[str, str] = {
     "httpx2": "anthropic",
     "openai": "openai-sdk",
 }
-SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "websockets", "cryptography", "prometheus_client")
 
 
 def install(extra: str) -> str:

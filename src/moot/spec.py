@@ -60,8 +60,8 @@ MAX_AVATAR_TEXT = 16
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
 
 
-def http_url(value: str, field: str) -> str:
-    """An http(s) URL with a host, or a ValueError that shows the expected shape."""
+def http_url(value: str, example: str) -> str:
+    """An http(s) URL with a host, or a ValueError that shows the expected shape with `example`."""
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -71,7 +71,7 @@ def http_url(value: str, field: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
         raise ValueError(
             f"'{value[:100]}' is not an http:// or https:// URL with a host; "
-            f"write the whole address, e.g. {field}"
+            f"write the whole address, e.g. {example}"
         )
     return value
 

@@ -127,3 +127,15 @@ def test_the_core_install_brings_no_server_and_dev_brings_every_extra() -> None:
     assert any(req.startswith("pytest-timeout") for req in extras["dev"])
     for extra in ("server", "postgres", "anthropic", "openai-sdk"):
         assert extra in extras["all"][0]
+
+
+def test_the_demo_and_a_saved_run_need_no_extra(tmp_path: Path) -> None:
+    blocked = (*SERVER, "cryptography", "asyncpg", "anthropic", "httpx2", "openai")
+    demo = _without(blocked, "demo", "--json", "--speed", "0", "--rounds", "1")
+    assert demo.returncode == 0, demo.stderr
+    assert '"type":"room_completed"' in demo.stdout.splitlines()[-1]
+    path = tmp_path / "room.yaml"
+    path.write_text("task: t\nmax_rounds: 1\ndefault_model: simulated\nagents: [{name: A}, {name: B}]\n")
+    database = {"MOOT_DATABASE_URL": f"sqlite:///{tmp_path / 'moot.db'}"}
+    saved = _without(blocked, "run", str(path), "--save", "--json", env=database)
+    assert saved.returncode == 0, saved.stderr

@@ -106,3 +106,29 @@ def test_chinese_text_wraps_without_opening_a_line_with_punctuation() -> None:
     assert "".join(line.strip() for line in lines if line.startswith("  ") and "，" in line) == text
     for label in ("开场", "结论", "决策建议", "共识", "分歧", "（无）", "• 赵敏反对", "兜底结论"):
         assert label in out
+
+
+def test_hardening_13_text_that_streams_while_a_person_types_waits_below_their_line() -> None:
+    from moot.cli._drive import RichSink
+
+    out = io.StringIO()
+    sink = RichSink(Console(file=out, width=60, color_system=None, force_terminal=True), interactive=True)
+    sink.handle(started())
+    sink.handle(RoundStarted(round=1, max_rounds=1))
+    sink.handle(
+        TurnStarted(turn_id="r1:speech:Bo", round=1, kind="speech", speaker="Bo", model="simulated:simulated")
+    )
+    sink.handle(TurnDelta(turn_id="r1:speech:Bo", round=1, speaker="Bo", text="first words "))
+    before = out.getvalue()
+    assert sink.keys("weigh") == []
+    sink.handle(TurnDelta(turn_id="r1:speech:Bo", round=1, speaker="Bo", text="LATER WORDS "))
+    while_typing = out.getvalue()[len(before) :]
+    assert "LATER" not in while_typing  # held while the line is open
+    assert "✋ step in › weigh" in while_typing
+    # a backspace edits the line, an arrow key is no text, Enter hands it over
+    assert sink.keys("\x7fht the cost\x1b[D\r") == ["weight the cost"]
+    after = out.getvalue()[len(before) :]
+    closed = after.rindex("\r\x1b[2K")  # the typed line is erased...
+    assert after.index("LATER WORDS") > closed  # ...and what waited is drawn where the stream stood
+    assert "\x1b[1A" in after[closed:]
+    sink.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from moot.exceptions import ContextTooLong, ModelRequestError
 from moot.models import ModelRequest, estimate_tokens
 from moot.models.testing import FunctionModel
 
@@ -46,3 +49,81 @@ async def test_history_is_compressed_by_token_budget_and_the_digest_is_reused_B1
     last = "\n".join(m.content for m in members["Carol"].requests[-1].messages)
     assert "[Bob] Bob round 4" in last and "digest number" in last and "Bob round 1" not in last
     assert events[-1].type == "room_completed"
+
+
+def _within(window: int, answer: Callable[[ModelRequest], str]) -> Callable[[ModelRequest], str]:
+    """A model that refuses, as a server does, any request that does not fit its context window."""
+
+    def reply(request: ModelRequest) -> str:
+        need = estimate_tokens(request.system) + sum(estimate_tokens(m.content) + 4 for m in request.messages)
+        if need + request.max_tokens > window:
+            raise ContextTooLong(f"{need} prompt tokens and {request.max_tokens} to answer exceed {window}")
+        return answer(request)
+
+    return reply
+
+
+def _speech(request: ModelRequest) -> str:
+    assert request.context is not None
+    if request.context.kind == "digest":
+        return "digest: everyone argued for and against"
+    words = 30 if request.context.speaker == "Alice" else 150  # the big models' speakers say a lot
+    return f"{request.context.speaker} round {request.context.round}: " + "point " * words
+
+
+async def test_hardening_11_the_history_is_compressed_by_a_model_whose_window_fits_B10() -> None:
+    spec = room(
+        "sequential",
+        names=("Alice", "Bob", "Carol"),
+        rounds=4,
+        models={
+            "small": {"provider": "simulated", "model": "small", "context_window": 600, "max_tokens": 60},
+            "big": {"provider": "simulated", "model": "big", "context_window": 32_000, "max_tokens": 60},
+        },
+        agents=[
+            {"name": "Alice", "model": "small"},
+            {"name": "Bob", "model": "big"},
+            {"name": "Carol", "model": "big"},
+        ],
+    )  # fmt: skip  -- no moderator: Alice, the first, chairs, and her window is the small one
+    models = {
+        "Alice": FunctionModel(_within(600, _speech), label="alice"),
+        "Bob": FunctionModel(_within(32_000, _speech), label="bob"),
+        "Carol": FunctionModel(_within(32_000, _speech), label="carol"),
+    }
+    run, events = await run_all(spec, models)
+
+    assert not of_type(events, "turn_failed"), of_type(events, "turn_failed")[0].error
+    compressed = of_type(events, "history_compressed")
+    assert compressed and {c.model for c in compressed} == {"simulated:big"}
+    assert not [w for w in of_type(events, "room_warning") if w.code == "history_truncated"]
+    assert len([e for e in run.transcript if e.kind == "speech"]) == 12
+    assert any("everyone argued" in m.content for r in models["Alice"].requests for m in r.messages)
+
+
+async def test_hardening_11_when_no_summary_can_be_made_the_oldest_entries_are_left_out_B10() -> None:
+    def refuse_digests(request: ModelRequest) -> str:
+        assert request.context is not None
+        if request.context.kind == "digest":
+            raise ModelRequestError("summaries are not supported here")
+        return f"{request.context.speaker} round {request.context.round}: " + "point " * 30
+
+    spec = room(
+        "sequential", names=("Alice", "Carol"), rounds=5,
+        models={"small": {"provider": "simulated", "model": "small", "context_window": 600, "max_tokens": 60}},
+    )  # fmt: skip
+    models = {n: FunctionModel(_within(600, refuse_digests), label=n) for n in ("Alice", "Carol")}
+    run, events = await run_all(spec, models)
+
+    assert not of_type(events, "turn_failed"), of_type(events, "turn_failed")[0].error
+    assert events[-1].type == "room_completed"
+    warnings = {w.code: w for w in of_type(events, "room_warning")}
+    assert (
+        "compression_failed" in warnings
+        and "summaries are not supported here" in warnings["compression_failed"].message
+    )
+    assert "left out" in warnings["history_truncated"].message
+    assert not run.transcript.digests
+    speeches = [r for r in models["Alice"].requests if r.context is not None and r.context.kind == "speech"]
+    last = "\n".join(m.content for m in speeches[-1].messages)
+    assert "Carol round 4" in last and "Carol round 1" not in last  # the newest stay, the oldest went

@@ -11,7 +11,8 @@ import pytest
 
 from moot.exceptions import ContextTooLong, ModelError, ModelRequestError, TransientModelError
 from moot.models import Message, Model, ModelRequest, Usage
-from moot.models.retry import complete
+from moot.models.retry import complete, context_overflow
+from moot.scrub import remember_secret
 from moot.spec import ModelSpec
 from moot.testing.servers import FakeLLMServer, Fault, default_reply
 
@@ -254,3 +255,44 @@ async def test_hardening_10_other_rejections_stay_plain_request_errors(
         await complete(make_model(spec), REQUEST, spec)
     assert not isinstance(caught.value, ContextTooLong)
     assert "temperature must be at most 1" in str(caught.value)
+
+
+def test_hardening_1_no_model_error_holds_a_remembered_key_or_a_key_shaped_text() -> None:
+    remember_secret(CANARY)
+    for error in (
+        ModelError(f"echo {CANARY}"),
+        TransientModelError(f"Bearer abc123def456 and {CANARY}", retry_after=1),
+        ContextTooLong(f"too long for sk-proj-0123456789abcdef and {CANARY}", limit=8),
+    ):
+        assert CANARY not in _all_text(error)
+        assert "abc123def456" not in str(error)
+        assert "0123456789abcdef" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("body", "window"),
+    [
+        (
+            b'{"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 9, "n_ctx": 4096}}',
+            4096,
+        ),
+        ({"code": 400, "type": "exceed_context_size_error", "n_ctx": 512}, 512),  # as the openai SDK hands it
+        ({"error": {"message": "This model's maximum context length is 32768 tokens. However..."}}, 32768),
+        (
+            {"type": "error", "error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}},
+            200000,
+        ),
+        ({"message": "context too long", "code": "context_length_exceeded"}, None),
+    ],
+)
+def test_hardening_10_context_overflows_are_recognised_in_every_servers_words(
+    body: object, window: int | None
+) -> None:
+    assert context_overflow(body) == (True, window)
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>502</html>", {"error": {"message": "bad temperature"}}, [1, 2], None, {"error": "text"}]
+)
+def test_other_error_bodies_are_no_context_overflow(body: object) -> None:
+    assert context_overflow(body) == (False, None)

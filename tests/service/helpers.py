@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -157,9 +156,9 @@ async def provider_for(
 
 
 async def wait_for(
-    http: httpx.AsyncClient, room_id: str, *states: str, seconds: float = 20.0
+    http: httpx.AsyncClient, room_id: str, *states: str, seconds: float = 300.0
 ) -> dict[str, Any]:
-    """Polls GET /rooms/{id} until its status is one of `states`."""
+    """Polls GET /rooms/{id} until its status is one of `states`; `seconds` only bounds a hang."""
     async with asyncio.timeout(seconds):
         while True:
             room: dict[str, Any] = (await http.get(f"/rooms/{room_id}")).json()
@@ -223,14 +222,3 @@ async def read_sse(
     if not ended and rng is not None:
         buffer = buffer[: max(0, len(buffer) - rng.randrange(400))]  # the tail was lost with the line
     return frames(buffer)[0], ended
-
-
-async def read_for(answer: httpx.Response, seconds: float | None) -> tuple[bytes, bool]:
-    """What a stream sends until it ends or `seconds` pass, and whether it ended."""
-    buffer = b""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            async for chunk in answer.aiter_raw():
-                buffer += chunk
-            return buffer, True
-    return buffer, False

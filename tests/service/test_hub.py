@@ -75,12 +75,24 @@ async def test_a_reader_registered_before_a_run_begins_misses_nothing(store: Sto
     hub = RoomHub(store, room_id)  # a new process: nothing of run 1 in memory
     follower = hub.subscribe(0, follow=True)
     second = await publish_run(hub, DurableRun(store, room_id))
-    follower_task = asyncio.create_task(collect(follower))
-    await asyncio.sleep(0.2)
-    assert not follower_task.done()  # a follower waits for the next run
-    hub.dispose()
-    got = await follower_task
     stored = [e for e in first if not isinstance(e, TurnDelta)]
+    got: list[Event] = []
+    has_all = asyncio.Event()
+
+    async def follow() -> None:
+        async with follower:
+            async for event in follower:
+                got.append(event)
+                if len(got) == len(stored) + len(second):
+                    has_all.set()
+
+    follower_task = asyncio.create_task(follow())
+    await has_all.wait()  # every event so far, and the run is over...
+    for _ in range(20):
+        await asyncio.sleep(0)  # ...yet the follower stays, waiting for the next run
+    assert not follower_task.done()
+    hub.dispose()
+    await follower_task
     assert same_events(got) == same_events(stored + second)
 
 
@@ -138,11 +150,17 @@ async def test_the_log_drops_deltas_of_ended_turns_past_its_cap(store: Store) ->
 async def test_after_the_grace_period_replay_comes_from_the_store(store: Store) -> None:
     room_id = (await store.create_room(board())).id
     idle: list[RoomHub] = []
-    hub = RoomHub(store, room_id, grace=0.05, on_idle=idle.append)
+    gone = asyncio.Event()
+
+    def on_idle(hub: RoomHub) -> None:
+        idle.append(hub)
+        gone.set()
+
+    hub = RoomHub(store, room_id, grace=0.05, on_idle=on_idle)
     published = await publish_run(hub, DurableRun(store, room_id))
     within = await collect(hub.subscribe(0))  # a finished run: everything, then the end
     assert same_events(within) == same_events(published)
-    await asyncio.sleep(0.15)
+    await gone.wait()  # the grace period ran out and nobody watches: the hub said it is idle
     assert hub.log_size == 0
     assert idle == [hub]
     later = await collect(hub.subscribe(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Literal
 
 import anthropic
 import httpx
@@ -73,6 +74,62 @@ async def test_faults_are_taken_one_per_request_in_order() -> None:
     assert "You didn't provide an API key" in third.json()["error"]["message"]
     assert unknown.status_code == 404
     assert [r.path for r in server.requests] == ["/v1/chat/completions"] * 3 + ["/v1/nothing"]
+
+
+async def test_faults_echo_the_key_the_client_sent_as_careless_servers_do() -> None:
+    async with FakeLLMServer() as server, httpx.AsyncClient(base_url=server.url) as client:
+        server.faults.extend(
+            [
+                Fault.status(500, message="bad {key}", headers=[("x-detail", "for {key}")]),
+                Fault.redirect("/v1/elsewhere?key={key}", message="moved {key}"),
+                Fault.stream_error(after_chunks=1, message="refused {key}"),
+                Fault.chunk('{"choices": "{key}"}', after_chunks=1),
+            ]
+        )
+        auth = {"authorization": "Bearer my-key-123"}
+        status = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        moved = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        streamed = {**CHAT, "stream": True}
+        in_stream = await client.post("/v1/chat/completions", json=streamed, headers=auth)
+        odd = await client.post("/v1/messages", json=streamed, headers={"x-api-key": "my-key-123"})
+    assert status.json()["error"]["message"] == "bad my-key-123"
+    assert status.headers["x-detail"] == "for my-key-123"
+    assert (moved.status_code, moved.headers["location"], moved.text) == (
+        307,
+        "/v1/elsewhere?key=my-key-123",
+        "moved my-key-123",
+    )
+    assert 'data: {"error":{"message":"refused my-key-123"' in in_stream.text
+    assert "[DONE]" not in in_stream.text  # the error ends the stream
+    assert 'event: content_block_delta\ndata: {"choices": "my-key-123"}' in odd.text
+    assert odd.text.rstrip().endswith('data: {"type":"message_stop"}')  # the stream goes on after it
+
+
+@pytest.mark.parametrize(
+    ("style", "path", "words"),
+    [
+        (
+            "llama.cpp",
+            "/v1/chat/completions",
+            '"type":"exceed_context_size_error","n_prompt_tokens":3,"n_ctx":2',
+        ),
+        ("openai", "/v1/chat/completions", "maximum context length is 2 tokens"),
+        ("llama.cpp", "/v1/messages", "prompt is too long: 3 tokens > 2 maximum"),
+    ],
+)
+async def test_a_prompt_longer_than_the_context_window_is_refused_in_the_servers_words(
+    style: Literal["llama.cpp", "openai"], path: str, words: str
+) -> None:
+    async with (
+        FakeLLMServer(context_window=2, context_style=style) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        refused = await client.post(path, json=CHAT)
+        server.context_window = 3
+        fits = await client.post(path, json=CHAT)
+    assert refused.status_code == 400
+    assert words in refused.text
+    assert fits.status_code == 200
 
 
 async def test_ttft_delays_the_first_chunk() -> None:

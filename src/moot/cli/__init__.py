@@ -2,7 +2,8 @@
 
 The commands only load rooms, hand them to the engine (or the store) and draw its events; exit codes:
 0 completed, 1 the room failed, 2 bad input (an unknown or completed room, a database error included),
-3 the room is running in another process, 130 paused by Ctrl-C.
+3 the room is running in another process, 130 stopped by Ctrl-C (a stored room is paused, and
+`moot resume` continues it).
 """
 
 from __future__ import annotations
@@ -189,6 +190,13 @@ def run_room(
             "or room_id in the first JSON event.",
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit with 1 when an agent spoke through another agent's model because its own failed.",
+        ),
+    ] = False,
 ) -> None:
     """Run a room file with the models it names."""
     room = _load(room_file, runnable=True)
@@ -196,11 +204,12 @@ def run_room(
         room = room.model_copy(update={"max_rounds": rounds})
     sink = _sink(json_output, interactive=interactive, saved=save, save_hint=True)
     if not save:
-        raise typer.Exit(_run(room, sink, interactive=interactive))
+        raise typer.Exit(_run(room, sink, interactive=interactive, strict=strict))
     from moot.cli import _rooms
 
     console = None if json_output else Console()
-    raise typer.Exit(_rooms.stored(_rooms.run_saved(room, sink, console, interactive=interactive)))
+    saved = _rooms.run_saved(room, sink, console, interactive=interactive, strict=strict)
+    raise typer.Exit(_rooms.stored(saved))
 
 
 @app.command()
@@ -326,10 +335,10 @@ def _load(path: Path, *, runnable: bool = False) -> RoomSpec:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _run(room: RoomSpec, sink: Sink, *, interactive: bool = False) -> int:
+def _run(room: RoomSpec, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
     from moot.engine import Run  # the engine pulls in the model adapters: only when a room runs
 
-    return drive(Run(room), sink, interactive=interactive)
+    return drive(Run(room), sink, interactive=interactive, strict=strict)
 
 
 def main() -> None:

@@ -178,9 +178,12 @@ class RichSink:
         self.renderer.close()
 
 
-def drive(run: Driven, sink: Sink, *, interactive: bool = False) -> int:
-    """Runs to the end and returns the exit code: 0 completed, 1 failed, 130 paused by Ctrl-C."""
-    return run_main(steer(run, sink, interactive=interactive))
+def drive(run: Driven, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
+    """Runs to the end and returns the exit code: 0 completed, 1 failed, 130 stopped by Ctrl-C.
+
+    `strict`: a run in which an agent spoke through another agent's model (B13) counts as failed.
+    """
+    return run_main(steer(run, sink, interactive=interactive, strict=strict))
 
 
 def run_main(main: Coroutine[Any, Any, int]) -> int:
@@ -193,7 +196,7 @@ def run_main(main: Coroutine[Any, Any, int]) -> int:
         return EXIT_FAILED
 
 
-async def steer(run: Driven, sink: Sink, *, interactive: bool = False) -> int:
+async def steer(run: Driven, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
     """`drive` inside a running loop, for commands that open a store on that loop first."""
     from moot.engine import Run  # loaded already: the run was built from it
 
@@ -237,6 +240,8 @@ async def steer(run: Driven, sink: Sink, *, interactive: bool = False) -> int:
             await asyncio.gather(*storing, return_exceptions=True)
         sink.close()
     status = run.result.status if run.result is not None else "error"
+    if status == "completed" and strict and run.result is not None and run.result.substituted:
+        return EXIT_FAILED  # the room_warning that names who spoke through what is already shown
     if status == "completed":
         return EXIT_OK
     if status == "paused":

@@ -122,13 +122,17 @@ async def _opened() -> AsyncIterator[Store]:
 # ---- running ---------------------------------------------------------------------------------------------
 
 
-async def run_saved(spec: RoomSpec, sink: Sink, console: Console | None, *, interactive: bool) -> int:
+async def run_saved(
+    spec: RoomSpec, sink: Sink, console: Console | None, *, interactive: bool, strict: bool = False
+) -> int:
     """Stores a new room, says its id before anything else, and runs it; `console` is None in JSON mode."""
     async with _opened() as store:
         record = await store.create_room(spec)
         if console is not None:
             console.print(Text.assemble(("Room ", "dim"), (record.id, "bold")))
-        return await _drive_stored(store, record.id, spec.language, sink, interactive=interactive)
+        return await _drive_stored(
+            store, record.id, spec.language, sink, interactive=interactive, strict=strict
+        )
 
 
 async def resume(room_id: str, sink: Sink, *, interactive: bool) -> int:
@@ -138,9 +142,13 @@ async def resume(room_id: str, sink: Sink, *, interactive: bool) -> int:
         return await _drive_stored(store, room_id, record.spec.language, sink, interactive=interactive)
 
 
-async def _drive_stored(store: Store, room_id: str, language: str, sink: Sink, *, interactive: bool) -> int:
-    code = await steer(DurableRun(store, room_id), sink, interactive=interactive)
-    if code in (EXIT_INTERRUPTED, EXIT_FAILED):
+async def _drive_stored(
+    store: Store, room_id: str, language: str, sink: Sink, *, interactive: bool, strict: bool = False
+) -> int:
+    run = DurableRun(store, room_id)
+    code = await steer(run, sink, interactive=interactive, strict=strict)
+    completed = run.result is not None and run.result.status == "completed"  # failed only under --strict
+    if code in (EXIT_INTERRUPTED, EXIT_FAILED) and not completed:
         sink.notice(words(language).resume.format(id=room_id), "bold")
     return code
 

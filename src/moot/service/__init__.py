@@ -14,8 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+try:
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+except ModuleNotFoundError as exc:  # without the server extra: say what to install
+    from moot._extras import explain
+
+    raise ModuleNotFoundError(explain(exc, "the HTTP service") or str(exc), name=exc.name) from None
 
 from moot import __version__
 from moot.service import errors

@@ -64,23 +64,26 @@ ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 def refuse_unstorable(value: Any, where: str = "") -> None:
     """Raises ValueError naming the first NUL, lone surrogate or non-finite number found in `value`, with
-    its place as `moot validate` writes it (`agents[0].persona`)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where or 'body'}: text may not contain NUL characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where or 'body'}: text holds a lone surrogate; send valid Unicode") from None
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where or 'body'}: numbers must be finite")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            refuse_unstorable(key, where)
-            refuse_unstorable(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_unstorable(item, f"{where}[{index}]")
+    its place as `moot validate` writes it (`agents[0].persona`). Walks without recursion, so however
+    deeply a body nests it gets an answer, not a server error."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"{at or 'body'}: text may not contain NUL characters")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{at or 'body'}: text holds a lone surrogate; send valid Unicode") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{at or 'body'}: numbers must be finite")
+        elif isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                stack.append((inner, f"{at}.{key}" if at else str(key)))
+                stack.append((key, at))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{at}[{index}]") for index, inner in reversed(list(enumerate(item))))
 
 
 class _In(BaseModel):

@@ -1,5 +1,6 @@
-"""Rooms (L1, B1): made from a room spec whose models name stored providers, run inside the server, steered
-and read over HTTP. An operation that does not fit the room's state answers 409 with what would."""
+"""Rooms (L1, B1): made from a room file (JSON or YAML, the document `moot run` reads) whose models run on the
+user's stored providers, run inside the server, steered and read over HTTP. An operation that does not fit
+the room's state answers 409 with what would."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from moot.engine import check_intervention
 from moot.exceptions import ConfigError
 from moot.export import export
 from moot.prompts import is_stop_command
+from moot.scrub import scrub
 from moot.service.deps import (
     CurrentUser,
     LimiterDep,
@@ -149,7 +151,7 @@ async def room_document(request: Request) -> RoomCreate:
             try:
                 data = yaml.load(raw, Loader=_NoAliases)
             except yaml.YAMLError as exc:
-                raise _invalid(f"room: the body is not valid YAML: {exc}") from None
+                raise _invalid(f"room: the body is not valid YAML: {scrub(str(exc))}") from None
         elif media in JSON_TYPES or media.endswith("+json") or not media:
             try:
                 data = json.loads(raw)

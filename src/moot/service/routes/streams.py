@@ -52,7 +52,8 @@ PING_SECONDS = 15.0  # `app.state.stream_ping` overrides it (tests)
 RIGHTS_SECONDS = 30.0  # a stream re-checks its token this often; `app.state.rights_recheck` overrides it
 SEND_TIMEOUT = 30.0  # a client that takes no bytes for this long is dropped
 MAX_SEQ = 2**31 - 1  # the largest seq the databases keep
-MAX_FRAME_CHARS = 4 * MAX_INTERVENTION_CHARS + 4096  # room for an intervention, escaped, and its fields
+# Room for the longest intervention with every character escaped (an emoji takes 12) and its fields.
+MAX_FRAME_CHARS = 12 * MAX_INTERVENTION_CHARS + 4096
 WS_UNSUPPORTED = 1003  # a binary frame
 WS_INVALID = 1007  # a frame that cannot be read as a message
 WS_TOO_BIG = 1009
@@ -246,18 +247,16 @@ async def room_socket(
             if len(text) > MAX_FRAME_CHARS:
                 await close(WS_TOO_BIG, f"a message may have at most {MAX_FRAME_CHARS} characters")
                 return
-            try:
-                parsed = json.loads(text)
-            except RecursionError:
-                await close(WS_INVALID, "this message is nested too deeply; send a flat JSON object")
-                return
-            except ValueError:
-                parsed = None
             refused = await rights.check()
             if refused is not None:
                 await close(*refused)
                 return
-            await send(await _command(parsed, room_id, rights.user, manager, limiter))
+            try:
+                reply = await _command(text, room_id, rights.user, manager, limiter)
+            except RecursionError:
+                await close(WS_INVALID, "this message is nested too deeply; send a flat JSON object")
+                return
+            await send(reply)
 
     tasks = [asyncio.create_task(pump()), asyncio.create_task(listen())]
     try:
@@ -273,9 +272,13 @@ async def room_socket(
 
 
 async def _command(
-    message: Any, room_id: str, user: User, manager: RoomManager, limiter: InterventionLimiter
+    text: str, room_id: str, user: User, manager: RoomManager, limiter: InterventionLimiter
 ) -> dict[str, Any]:
     """Carries out one client message; the reply says what happened or what was wrong."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        message = None
     kind = message.get("type") if isinstance(message, dict) else None
     if not isinstance(message, dict) or kind not in ("intervene", "pause", "stop", "run"):
         return {
