@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from moot.conclusion import Conclusion
 from moot.protocols import Finish, Step, get_protocol
 from moot.spec import RoomSpec
 from moot.transcript import Entry, Transcript
@@ -79,3 +80,24 @@ def test_turn_identity_is_unique_in_a_transcript() -> None:
     transcript = Transcript([Entry(kind="speech", round=1, speaker="A", text="x")])
     with pytest.raises(ValueError, match="already"):
         transcript.add(Entry(kind="speech", round=1, speaker="A", text="again"))
+
+
+def test_hardening_3_a_provisional_conclusion_neither_ends_the_discussion_nor_is_seen_B12() -> None:
+    room = _room("board")
+    transcript = Transcript()
+    protocol = get_protocol("board")
+    for kind, round_, speaker in (("opening", 0, "M"), ("speech", 1, "A"), ("speech", 1, "B")):
+        transcript.add(Entry(kind=kind, round=round_, stage=0, slot=1, speaker=speaker, text="x"))
+    failed = Entry(
+        kind="conclusion", round=1, stage=9, slot=1, speaker="M", text="fallback",
+        conclusion=Conclusion(summary="fallback"), fallback=True, provisional=True,
+    )  # fmt: skip
+    transcript.add(failed)
+
+    step = protocol.next_step(room, transcript)  # the room failed before its summary: it goes on there
+    assert isinstance(step, Step) and [(t.round, t.kind) for t in step.turns] == [(1, "summary")]
+    assert not transcript.concluded and transcript.conclusion is failed  # it stands until a real one
+    assert failed not in transcript.before((9, 0, 0, 0)) and not failed.is_turn
+    assert [s for s in _walk(room, transcript) if s[0][1] == "conclusion"] == [[(2, "conclusion", "M")]]
+    assert transcript.concluded and transcript.conclusion is not failed
+    assert transcript.conclusion is not None and not transcript.conclusion.provisional

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from moot.engine import Run, RunResult, check_intervention
@@ -146,7 +146,7 @@ class DurableRun:
         except StoreError as exc:
             raise self._plain(exc, "running the room") from exc
 
-    async def _run_stored(self) -> AsyncIterator[Event]:
+    async def _run_stored(self) -> AsyncGenerator[Event]:
         store, room_id = self.store, self.room_id
         record = await store.get_room(room_id)
         if record.status == "completed":
@@ -168,6 +168,9 @@ class DurableRun:
                 start_seq += SEQ_GAP_AFTER_CRASH
             await store.clear_partials(room_id)  # a turn cut mid-stream runs again from its start (L10)
             spec = self._spec or record.spec
+            stored = {
+                entry.turn_id for entry in transcript if entry.is_turn
+            }  # a late write may have left one
             self.run = run = Run(
                 spec,
                 transcript=transcript,
@@ -175,7 +178,7 @@ class DurableRun:
                 models=self._models,
                 start_seq=start_seq,
                 on_entry=self._save_entry,
-                after_start=[_restarted(spec, turn) for turn in sorted(partials)],
+                after_start=[_restarted(spec, turn) for turn in sorted(partials) if turn not in stored],
             )
             for pending in await store.pending_interventions(room_id):
                 self._feed(pending.id, pending.author, pending.text)
@@ -243,13 +246,18 @@ class DurableRun:
             self._feed(words.id, words.author, words.text)
 
     async def _keep(self, event: Event) -> None:
-        """Tracks the text of turns in flight and writes what is not yet written, at most once a second."""
+        """Tracks the text of turns in flight and writes what is not yet written.
+
+        A turn's text so far is written at its first piece, then at most once a second: a resumed run knows
+        from it which turns were cut while they streamed, and tells watchers to drop their text.
+        """
         if isinstance(event, TurnDelta):
             parts = self._partial.setdefault(event.turn_id, [])
             parts.append(event.text)
             now = time.monotonic()
             saving = self._partial_saving is not None and not self._partial_saving.done()
-            if not saving and now - self._partial_saved_at.setdefault(event.turn_id, now) >= PARTIAL_EVERY:
+            saved_at = self._partial_saved_at.get(event.turn_id)
+            if not saving and (saved_at is None or now - saved_at >= PARTIAL_EVERY):
                 self._partial_saved_at[event.turn_id] = now
                 self._partial_saving = asyncio.create_task(  # the stream never waits for this write
                     self._save_partial(event.turn_id, "".join(parts), event.seq)
@@ -283,7 +291,7 @@ class DurableRun:
         """Keeps the text so far of a turn; a failure only costs a watcher who joins mid-turn that text."""
         try:
             await self.store.save_partial(self.room_id, turn_id, text, seq)
-        except StoreError as exc:
+        except MootError as exc:  # the database failed, or the room was deleted meanwhile
             logger.warning("room %s: saving the text so far of %s failed: %s", self.room_id, turn_id, exc)
 
     async def _finish(self) -> None:

@@ -427,6 +427,15 @@ class Run:
             )
         if not room.members:
             raise RunError("no active member to speak: add an active agent that is not the moderator")
+        real = [a.name for a in room.agents if a.active and room.model_for(a).provider != "simulated"]
+        if real and self._falls_back() and room.limits.fallback_to_simulated:
+            await self._emit(
+                RoomWarning(
+                    code="simulated_fallback",
+                    message=f"if their models fail, {', '.join(real)} may be heard through the offline "
+                    "simulated model (limits.fallback_to_simulated); the end of the run says who was",
+                )
+            )
         if self.transcript.task is None:
             await self._commit(Entry(kind="task", round=0, stage=-1, speaker=USER, text=room.task))  # L4
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from cli._proc import json_lines, moot, running
+from cli._proc import Running, json_lines, moot, running
 from moot.events import TurnCompleted
+from moot.testing.servers import FakeLLMServer, Fault
 
-from ._support import board, read, reference_turns, room, room_file, stored_turns
+from ._support import HANG, board, read, reference_turns, room, room_file, stored_turns
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -45,12 +47,35 @@ def event_of(type_: str, kind: str) -> Predicate:
     return lambda e: e["type"] == type_ and e["kind"] == kind
 
 
+def until(condition: Callable[[], bool]) -> None:
+    """Waits until `condition()` holds, looking again every 0.05 s (HANG: a hang fails the test)."""
+    deadline = time.monotonic() + HANG
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
+
+
+def narrow(run: Running) -> None:
+    """Shrinks the pipe that carries the command's events to one page (on Linux).
+
+    The command writes each event and flushes it: with a pipe this small it blocks a couple of dozen events
+    past the last one this test has read, however slowly this test runs. So a cut aimed at an event lands
+    right after it, and not seconds later on a busy machine.
+    """
+    import fcntl  # POSIX only, as are these tests
+
+    assert run.proc.stdout is not None
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        fcntl.fcntl(run.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+
+
 def cut(args: list[str], at: Predicate, how: signal.Signals) -> tuple[int, list[dict[str, Any]], str]:
     """Runs `moot ARGS`, sends `how` once an event satisfies `at`, and returns what `finish` returns."""
     with running(*args) as run:
-        run.wait_for(at, timeout=20)
+        narrow(run)
+        run.wait_for(at, timeout=HANG)
         run.proc.send_signal(how)
-        return run.finish(timeout=20)
+        return run.finish(timeout=HANG)
 
 
 def assert_complete_once(url: str, room_id: str, data: dict[str, Any]) -> None:
@@ -110,7 +135,7 @@ def test_a_room_killed_anywhere_resumes_with_every_turn_once(db_url: str, tmp_pa
             assert listed.returncode == 0, listed.stderr
             assert room_id in listed.stdout
             assert "interrupted" in listed.stdout
-    result = moot("resume", room_id, "--json")
+    result = moot("resume", room_id, "--json", timeout=HANG)
     assert result.returncode == 0, result.stderr
     events = json_lines(result.stdout)
     assert events[0]["type"] == "room_started"
@@ -146,7 +171,7 @@ def test_a_room_paused_again_and_again_ends_complete(db_url: str, tmp_path: Path
         record = room(db_url, room_id)
         assert record.status == "paused"
         assert record.lease is None  # a clean pause lets go of the room
-    result = moot("resume", room_id, "--json")
+    result = moot("resume", room_id, "--json", timeout=HANG)
     assert result.returncode == 0, result.stderr
     assert json_lines(result.stdout)[-1]["type"] == "room_completed"
     assert_complete_once(db_url, room_id, data)
@@ -163,7 +188,7 @@ def test_two_resumes_at_once_run_the_room_once(db_url: str, tmp_path: Path) -> N
     assert returncode == 130, stderr
     room_id = events[0]["room_id"]
     with running("resume", room_id, "--json") as first, running("resume", room_id, "--json") as second:
-        outcomes = [first.finish(timeout=30), second.finish(timeout=30)]
+        outcomes = [first.finish(timeout=HANG), second.finish(timeout=HANG)]
     codes = sorted(code for code, _, _ in outcomes)
     assert codes == [0, 3], outcomes
     [(_, ran, _)] = [o for o in outcomes if o[0] == 0]
@@ -173,3 +198,39 @@ def test_two_resumes_at_once_run_the_room_once(db_url: str, tmp_path: Path) -> N
     assert f"room {room_id} is already running" in busy_err
     assert "Traceback" not in busy_err
     assert_complete_once(db_url, room_id, data)
+
+
+def test_hardening_9_watchers_of_a_turn_cut_by_a_crash_are_told_to_drop_its_text(
+    db_url: str, tmp_path: Path
+) -> None:
+    # covers: L10
+    with FakeLLMServer(reply_tokens=12) as server:
+        server.faults.append(Fault.hang(HANG, after_chunks=2))  # the opening streams two pieces, then stalls
+        data = board(0)
+        chair = {
+            "provider": "openai",
+            "model": "fake-model",
+            "base_url": f"{server.url}/v1",
+            "api_key": "sk-x",
+        }
+        data["models"] = {**data["models"], "chair": chair}
+        data["agents"] = [
+            {**a, "model": "chair"} if a.get("role") == "moderator" else a for a in data["agents"]
+        ]
+        with running("run", str(room_file(tmp_path, data)), "--save", "--json") as run:
+            room_id = run.wait_for(lambda e: e["type"] == "room_started", HANG)["room_id"]
+            seen = run.wait_for(delta_of("opening"), HANG)
+            until(lambda: "r0:opening:Chair" in read(db_url, lambda s: s.partials(room_id)))
+            run.proc.send_signal(signal.SIGKILL)
+            run.finish(timeout=HANG)
+        result = moot("resume", room_id, "--json", timeout=HANG)
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert events[0]["type"] == "room_started"
+    restarted = events[1]
+    assert restarted["type"] == "turn_restarted"
+    assert (restarted["turn_id"], restarted["discard"]) == ("r0:opening:Chair", True)
+    assert restarted["seq"] > seen["seq"]
+    again = next(i for i, e in enumerate(events) if e["type"] == "turn_started")
+    assert events[again]["turn_id"] == "r0:opening:Chair"  # it runs again after watchers were told
+    assert events[-1]["type"] == "room_completed"

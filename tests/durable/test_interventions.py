@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +14,48 @@ import pytest
 
 from cli._proc import json_lines, moot, running
 
-from ._support import board, read, room, room_file
+from ._support import HANG, HeldModel, board, read, room, room_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 QUESTION = "What happens to the on-call rota on Fridays?"
+R1_SPEECHES = {"r1:speech:Ana", "r1:speech:Ben"}
 
 
-def slow_members() -> dict[str, Any]:
-    """The chair speaks at once, members stream slowly: a round of speeches lasts a few seconds."""
-    fast = {"provider": "simulated", "seed": 7, "tokens_per_second": 0}
-    data = board(0, models={"fast": fast, "slow": {**fast, "tokens_per_second": 30}}, default_model="fast")
-    data["agents"] = [{**a, "model": "slow"} if a.get("role") != "moderator" else a for a in data["agents"]]
+def held_members(model: HeldModel) -> dict[str, Any]:
+    """The board meeting with the chair simulated (it speaks at once) and both members speaking through
+    `model`, whose replies wait until the test releases them: a round's speeches stay in flight meanwhile."""
+    data = board(0)
+    data["models"] = {**data["models"], "held": model.spec}
+    data["agents"] = [{**a, "model": "held"} if a.get("role") != "moderator" else a for a in data["agents"]]
     return data
+
+
+def mentions_the_question(body: dict[str, Any]) -> str:
+    """A member who saw the question in its prompt speaks to it."""
+    if QUESTION in json.dumps(body):
+        return "On the on-call rota: Fridays stay covered by a rotating pair."
+    return "A four-day week works if the work is planned for it."
+
+
+def all_started(turns: set[str]) -> Callable[[dict[str, Any]], bool]:
+    """For `wait_for`: true once every one of `turns` has started."""
+    waiting = set(turns)
+
+    def check(event: dict[str, Any]) -> bool:
+        if event["type"] == "turn_started":
+            waiting.discard(event["turn_id"])
+        return not waiting
+
+    return check
+
+
+def until_stored(url: str, room_id: str, text: str) -> None:
+    """Waits until the room's store holds `text` among the words not yet taken in (HANG: a hang fails)."""
+    deadline = time.monotonic() + HANG
+    while text not in [p.text for p in read(url, lambda s: s.pending_interventions(room_id))]:
+        assert time.monotonic() < deadline, f"{text!r} was never stored"
+        time.sleep(0.05)
 
 
 def index(events: list[dict[str, Any]], type_: str, **fields: Any) -> int:
@@ -40,15 +72,22 @@ def test_words_from_another_process_reach_the_next_speakers_and_the_summary(
     db_url: str, tmp_path: Path
 ) -> None:
     # covers: B9
-    with running("run", str(room_file(tmp_path, slow_members())), "--save", "--json") as run:
-        room_id = run.wait_for(lambda e: e["type"] == "room_started")["room_id"]
-        run.wait_for(lambda e: e["type"] == "turn_delta" and e["turn_id"].startswith("r1:speech:"))
-        result = moot("intervene", room_id, QUESTION)
-        assert result.returncode == 0, result.stderr
-        assert f"Stored; room {room_id} takes it in at its next step." in result.stdout
-        pending = read(db_url, lambda s: s.pending_interventions(room_id))  # stored at once, not yet taken
-        assert [(p.text, p.author) for p in pending] == [(QUESTION, "user")]
-        returncode, events, stderr = run.finish(timeout=30)
+    with HeldModel(mentions_the_question) as model:
+        with running("run", str(room_file(tmp_path, held_members(model))), "--save", "--json") as run:
+            room_id = run.wait_for(lambda e: e["type"] == "room_started", HANG)["room_id"]
+            run.wait_for(
+                all_started(R1_SPEECHES), HANG
+            )  # both members speak; neither finishes before the release
+            result = moot("intervene", room_id, QUESTION, timeout=HANG)
+            assert result.returncode == 0, result.stderr
+            assert f"Stored; room {room_id} takes it in at its next step." in result.stdout
+            pending = read(
+                db_url, lambda s: s.pending_interventions(room_id)
+            )  # stored at once, not yet taken
+            assert [(p.text, p.author) for p in pending] == [(QUESTION, "user")]
+            model.release()
+            returncode, events, stderr = run.finish(timeout=HANG)
+        asked = model.bodies
     assert returncode == 0, stderr
     added = index(events, "intervention_added", text=QUESTION)
     assert index(events, "turn_completed", turn_id="r1:speech:Ana") < added
@@ -70,6 +109,7 @@ def test_words_from_another_process_reach_the_next_speakers_and_the_summary(
     assert transcript[at].ref == pending[0].id  # the stored words, not a copy
     said = {e.turn_id: e.text for e in transcript if e.is_turn}
     assert "on-call rota" in said["r1:summary:Chair"]  # the moderator addresses it
+    assert [QUESTION in json.dumps(body) for body in asked] == [False, False, True, True]  # r1, then r2
     assert "on-call rota" in said["r2:speech:Ana"]  # the next speakers saw it
     assert "on-call rota" in said["r2:speech:Ben"]
 
@@ -101,14 +141,19 @@ def test_words_for_a_paused_room_join_when_it_resumes(db_url: str, tmp_path: Pat
 
 def test_a_line_typed_into_a_saved_run_is_stored_then_taken_in(db_url: str, tmp_path: Path) -> None:
     # covers: B9
-    args = ["run", str(room_file(tmp_path, board(150))), "--save", "--json", "--interactive"]
-    with running(*args) as run:
-        room_id = run.wait_for(lambda e: e["type"] == "room_started")["room_id"]
-        run.wait_for(lambda e: e["type"] == "turn_completed")
-        assert run.proc.stdin is not None
-        run.proc.stdin.write("   \n/stop\n")
-        run.proc.stdin.flush()
-        returncode, events, stderr = run.finish(timeout=30)
+    with HeldModel() as model:
+        args = ["run", str(room_file(tmp_path, held_members(model))), "--save", "--json", "--interactive"]
+        with running(*args) as run:
+            room_id = run.wait_for(lambda e: e["type"] == "room_started", HANG)["room_id"]
+            run.wait_for(
+                lambda e: e["type"] == "turn_started" and e["kind"] == "speech", HANG
+            )  # held in flight
+            assert run.proc.stdin is not None
+            run.proc.stdin.write("   \n/stop\n")
+            run.proc.stdin.flush()
+            until_stored(db_url, room_id, "/stop")
+            model.release()
+            returncode, events, stderr = run.finish(timeout=HANG)
     assert returncode == 0, stderr
     assert events[-1]["stop_reason"] == "stop_command"
     [stop] = [e for e in read(db_url, lambda s: s.load_transcript(room_id)) if e.kind == "intervention"]

@@ -176,4 +176,6 @@ async def test_an_unavailable_model_is_replaced_by_another_members_model_B13() -
     assert not of_type(events, "turn_failed")
     warning = [w for w in of_type(events, "room_warning") if w.code == "models_substituted"]
     assert len(warning) == 1 and "Alice through simulated:simulated" in warning[0].message
+    [told] = [w for w in of_type(events, "room_warning") if w.code == "simulated_fallback"]
+    assert "Alice may be heard through the offline simulated model" in told.message  # said at the start
     assert run.result is not None and run.result.substituted == {"Alice": "simulated:simulated"}

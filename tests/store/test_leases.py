@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -37,9 +38,8 @@ async def test_one_owner_at_a_time(store: Store) -> None:  # covers: L14
 async def test_an_expired_lease_is_taken_and_its_old_owner_cannot_renew(store: Store) -> None:  # covers: L14
     room = await store.create_room(room_spec())
     ann, ben = Store.new_owner(), Store.new_owner()
-    assert await store.acquire(room.id, ann, 0.05)
-    assert await store.renew(room.id, ann, 0.05)
-    await asyncio.sleep(0.1)
+    assert await store.acquire(room.id, ann, 30)
+    assert await store.renew(room.id, ann, -1)  # ann's renewals stopped a second ago: nothing waits for it
     lease = await store.lease(room.id)
     assert lease is not None
     assert not lease.alive
@@ -93,3 +93,29 @@ async def test_new_owner_names_this_process(store: Store) -> None:
     assert (host, int(pid), len(token)) == (socket.gethostname(), os.getpid(), 8)
     with pytest.raises(RoomNotFound):
         await store.acquire("nope", Store.new_owner(), 30)
+
+
+@pytest.mark.parametrize("off_by", [3600.0, -3600.0])
+async def test_hardening_7_a_host_whose_clock_is_off_reads_leases_by_the_database_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch, off_by: float
+) -> None:
+    """Several machines share one database: each judges a lease by the database's clock, not its own."""
+    room = await store.create_room(room_spec())
+    ann, ben = Store.new_owner(), Store.new_owner()
+    assert await store.acquire(room.id, ann, 30)  # taken on a host whose clock is right
+    right = time.time
+    monkeypatch.setattr(time, "time", lambda: right() + off_by)  # this host's clock is an hour off
+    lease = await store.lease(room.id)
+    assert lease is not None
+    assert lease.alive
+    assert 0 < lease.remaining <= 30
+    assert not await store.acquire(room.id, ben, 30)  # a clock ahead does not see it expired
+    assert await store.renew(room.id, ann, 30)  # renewed from the off host: still 30 s, not 30 s +- an hour
+    lease = await store.lease(room.id)
+    assert lease is not None
+    assert 0 < lease.remaining <= 30
+    monkeypatch.setattr(time, "time", right)
+    assert not await store.acquire(room.id, ben, 30)
+    assert await store.renew(room.id, ann, -1)  # ann's lease ran out
+    monkeypatch.setattr(time, "time", lambda: right() - abs(off_by))  # a clock behind: still expired
+    assert await store.acquire(room.id, ben, 30)

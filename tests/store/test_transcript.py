@@ -106,6 +106,30 @@ async def test_events_after_and_last_seq(store: Store) -> None:
         await store.save_events("nope", [round_started(1)])
 
 
+@pytest.mark.parametrize(
+    "after", [2**31 - 1, 2**31, 2**63, 2**64, 10**4000], ids=["2^31-1", "2^31", "2^63", "2^64", "4000 digits"]
+)
+async def test_hardening_9_replay_after_a_number_past_any_stored_is_empty_not_an_error(
+    store: Store, after: int
+) -> None:
+    room = await store.create_room(room_spec())
+    await store.save_events(room.id, [round_started(1)])
+    assert await store.events_after(room.id, after) == []
+    assert await store.events_after(room.id, -after) == [round_started(1)]
+
+
+async def test_hardening_9_ids_past_a_column_s_range_name_no_row(store: Store) -> None:
+    huge = 2**63
+    assert await store.get_user(huge) is None
+    assert await store.update_user(huge, role="admin") is None
+    assert not await store.delete_user(huge)
+    assert await store.get_provider(huge, owner_id=1) is None
+    assert await store.get_template(1, owner_id=-huge) is None
+    assert await store.update_template(huge, owner_id=1, name="x") is None
+    assert not await store.delete_provider(huge, owner_id=1)
+    assert not await store.delete_template(1, owner_id=huge)
+
+
 async def test_save_entry_needs_the_room(store: Store) -> None:
     with pytest.raises(RoomNotFound):
         await store.save_entry("nope", task(), [])

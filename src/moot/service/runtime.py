@@ -155,7 +155,7 @@ class RoomManager:
         resumed: list[str] = []
         for record in found:
             if record.status == "running" and record.lease is not None and record.lease.alive:
-                self._resume_later(record.id, record.lease.expires_at - time.time() + 0.5)
+                self._resume_later(record.id, record.lease.remaining + 0.5)
             elif await self._left_by_previous_process(record) and await self._resume(record.id):
                 resumed.append(record.id)
         return resumed
