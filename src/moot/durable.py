@@ -187,8 +187,14 @@ class DurableRun:
                 run.pause(self._pause_reason)
             run.start()
             helpers = [
-                asyncio.create_task(self._keep_lease(run), name=f"moot-lease-{room_id}"),
-                asyncio.create_task(self._poll_interventions(), name=f"moot-interventions-{room_id}"),
+                asyncio.create_task(
+                    self._supervised(run, "keeping the lease", lambda: self._keep_lease(run)),
+                    name=f"moot-lease-{room_id}",
+                ),
+                asyncio.create_task(
+                    self._supervised(run, "reading words stored elsewhere", self._poll_interventions),
+                    name=f"moot-interventions-{room_id}",
+                ),
             ]
             events = aiter(run)
             try:
@@ -370,6 +376,17 @@ class DurableRun:
                 self._feed(words.id, words.author, words.text)
 
     # ---- database failures ----------------------------------------------------------------------------
+
+    async def _supervised(self, run: Run, what: str, helper: Callable[[], Awaitable[None]]) -> None:
+        """Runs a helper of the run; should it fail in a way nobody foresaw, the room pauses, and the log says why.
+
+        A helper that died unseen would leave the room running without its lease or without people's words.
+        """
+        try:
+            await helper()
+        except Exception:
+            logger.exception("room %s: %s failed unexpectedly, pausing the room", self.room_id, what)
+            run.pause(f"{what} failed unexpectedly, so the room is paused; resume it to go on")
 
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None

@@ -13,7 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -311,12 +311,12 @@ async def execute(url: str, statement: str) -> None:
 class Reader:
     """Reads a run's events in a task of its own, so that a test can wait for one while it does other things."""
 
-    def __init__(self, run: AsyncIterator[Event] | Any) -> None:
+    def __init__(self, run: AsyncIterable[Event]) -> None:
         self.events: list[Event] = []
         self._changed = asyncio.Condition()
         self.task = asyncio.create_task(self._read(run))
 
-    async def _read(self, run: Any) -> None:
+    async def _read(self, run: AsyncIterable[Event]) -> None:
         try:
             async for event in run:
                 self.events.append(event)

@@ -20,7 +20,7 @@ from cli._proc import Running, json_lines, moot, running
 from moot.events import TurnCompleted
 from moot.testing.servers import FakeLLMServer, Fault
 
-from ._support import HANG, board, read, reference_turns, room, room_file, stored_turns
+from ._support import HANG, HeldModel, board, read, reference_turns, room, room_file, stored_turns
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -180,24 +180,39 @@ def test_a_room_paused_again_and_again_ends_complete(db_url: str, tmp_path: Path
 @pytest.mark.slow
 def test_two_resumes_at_once_run_the_room_once(db_url: str, tmp_path: Path) -> None:
     # covers: L14
-    data = board(150)
-    path = room_file(tmp_path, data)
-    returncode, events, stderr = cut(
-        ["run", str(path), "--save", "--json"], event_of("turn_completed", "opening"), signal.SIGINT
-    )
-    assert returncode == 130, stderr
-    room_id = events[0]["room_id"]
-    with running("resume", room_id, "--json") as first, running("resume", room_id, "--json") as second:
-        outcomes = [first.finish(timeout=HANG), second.finish(timeout=HANG)]
-    codes = sorted(code for code, _, _ in outcomes)
-    assert codes == [0, 3], outcomes
-    [(_, ran, _)] = [o for o in outcomes if o[0] == 0]
-    [(_, busy_events, busy_err)] = [o for o in outcomes if o[0] == 3]
-    assert ran[-1]["type"] == "room_completed"
-    assert busy_events == []
-    assert f"room {room_id} is already running" in busy_err
-    assert "Traceback" not in busy_err
-    assert_complete_once(db_url, room_id, data)
+    with HeldModel(
+        heard
+    ) as members:  # held: whichever resume runs the room cannot end it before the other tries
+        data = board(0)
+        data["models"] = {**data["models"], "members": members.spec}
+        data["agents"] = [
+            {**a, "model": "members"} if a.get("role") != "moderator" else a for a in data["agents"]
+        ]
+        path = room_file(tmp_path, data)
+        returncode, events, stderr = cut(
+            ["run", str(path), "--save", "--json"], event_of("turn_completed", "opening"), signal.SIGINT
+        )
+        assert returncode == 130, stderr
+        room_id = events[0]["room_id"]
+        with running("resume", room_id, "--json") as first, running("resume", room_id, "--json") as second:
+            until(lambda: first.proc.poll() is not None or second.proc.poll() is not None)
+            members.release()
+            outcomes = [first.finish(timeout=HANG), second.finish(timeout=HANG)]
+        codes = sorted(code for code, _, _ in outcomes)
+        assert codes == [0, 3], outcomes
+        [(_, ran, _)] = [o for o in outcomes if o[0] == 0]
+        [(_, busy_events, busy_err)] = [o for o in outcomes if o[0] == 3]
+        assert ran[-1]["type"] == "room_completed"
+        assert busy_events == []
+        assert f"room {room_id} is already running" in busy_err
+        assert "Traceback" not in busy_err
+        assert_complete_once(db_url, room_id, data)
+
+
+def heard(body: dict[str, Any]) -> str:
+    """A member's words, which differ with what it was shown: a turn run again must see the same history."""
+    shown = sum(len(str(m.get("content", ""))) for m in body["messages"])
+    return f"Having read {shown} characters of this discussion, I would try a four-day week for a quarter."
 
 
 def test_hardening_9_watchers_of_a_turn_cut_by_a_crash_are_told_to_drop_its_text(

@@ -161,7 +161,7 @@ async def test_hardening_3_a_database_failure_shows_participants_no_database_pat
                     await holder.let_go()  # back only once the run gave the turn up: the room fails
 
             store.on_failure = back_after_the_last_try
-            durable = DurableRun(store, room.id, **LEASE)
+            durable = DurableRun(store, room.id, lease_ttl=600.0)  # no renewal while the database is held
             reader = Reader(durable)
             await reader.until(opening_in_flight)
             await holder.hold()
