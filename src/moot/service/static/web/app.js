@@ -580,7 +580,7 @@ class RoomView {
 
   interrupt() {
     for (const turn of this.turns.values()) {
-      if (turn.state === "speaking" || turn.state === "restarted" || turn.state === "waiting") this.setState(turn, "paused");
+      if (turn.state === "speaking" || turn.state === "restarted" || turn.state === "waiting") this.setState(turn, "interrupted");
     }
   }
 
