@@ -57,7 +57,7 @@ function agentRow(providers, templates, values, remove) {
     for (const [key] of PERSONA) if (inputs[key].value.trim()) agent[key] = inputs[key].value.trim();
     if (inputs.colour.value.trim()) agent.colour = inputs.colour.value.trim();
     if (inputs.avatar.value.trim()) agent.avatar = inputs.avatar.value.trim();
-    agent.model = inputs.model.value === "simulated" ? { provider: "simulated", tokens_per_second: 30 } : inputs.model.value;
+    agent.model = inputs.model.value === "simulated" ? { provider: "simulated", tokens_per_second: 40 } : inputs.model.value;
     return agent;
   };
   return row;
