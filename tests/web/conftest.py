@@ -38,6 +38,10 @@ except ModuleNotFoundError:  # pragma: no cover - depends on the machine
     async_playwright = None
 
 
+def _chromium_present() -> bool:
+    return bool(shutil.which(CHROMIUM)) or Path(CHROMIUM).exists()
+
+
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
     """A fresh server on a fresh SQLite database, for one test."""
@@ -49,7 +53,7 @@ async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
 async def browser() -> AsyncIterator[Browser]:
     if async_playwright is None:
         _missing("the playwright package is not installed")
-    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+    if not _chromium_present():
         _missing(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     async with async_playwright() as driver:
         launched = await driver.chromium.launch(

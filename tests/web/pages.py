@@ -33,7 +33,8 @@ class Watched:
         return [
             url
             for url in self.requests
-            if not url.startswith("data:") and f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" != self.origin
+            if not url.startswith("data:")
+            and f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" != self.origin
         ]
 
     def check(self) -> None:

@@ -57,7 +57,9 @@ async def same_as_stored(page: Page, live: LiveServer, token: str, room_id: str)
         assert entry["speaker"] in body
 
 
-async def test_board_meeting_from_the_form_live_with_an_intervention(live: LiveServer, browser: Browser) -> None:
+async def test_board_meeting_from_the_form_live_with_an_intervention(
+    live: LiveServer, browser: Browser
+) -> None:
     token = await live.new_user()
     watched = await open_page(browser, live, token)
     page = watched.page

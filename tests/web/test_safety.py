@@ -120,7 +120,22 @@ async def test_markdown_renderer_builds_only_safe_nodes(live: LiveServer, browse
         }""",
         CASES,
     )
-    allowed = {"p", "br", "strong", "em", "code", "pre", "a", "ul", "ol", "li", "blockquote", "h3", "h4", "hr"}
+    allowed = {
+        "p",
+        "br",
+        "strong",
+        "em",
+        "code",
+        "pre",
+        "a",
+        "ul",
+        "ol",
+        "li",
+        "blockquote",
+        "h3",
+        "h4",
+        "hr",
+    }
     for case, result in zip(CASES, results, strict=True):
         assert set(result["tags"]) <= allowed, (case, result["tags"])
         assert set(result["attrs"]) <= {"href", "rel", "target", "referrerpolicy", "start"}, case

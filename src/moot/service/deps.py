@@ -20,8 +20,8 @@ from moot.service.auth import at_least, hash_token
 from moot.service.crypto import Cipher
 from moot.service.limits import InterventionLimiter
 from moot.service.runtime import RoomManager
-from moot.service.session import session_token
 from moot.service.schemas import MAX_PAGE
+from moot.service.session import session_token
 from moot.settings import Settings
 from moot.store import RoomNotFound, RoomRecord, Store
 from moot.store._store import UserRecord, UserRole

@@ -31,7 +31,9 @@ def same_origin(scope: Scope) -> bool:
     `Sec-Fetch-Site: same-origin` is sent by every current browser; else the Origin header must name this
     host. A request with neither is refused: browsers send at least one of them on every write.
     """
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    headers: dict[str, str] = {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+    }
     site = headers.get("sec-fetch-site")
     if site is not None:
         return site == "same-origin"
@@ -43,7 +45,7 @@ def same_origin(scope: Scope) -> bool:
 
 def _uses_cookie(scope: Scope) -> bool:
     """True when only the cookie could sign this request in (no bearer header, no ?token=)."""
-    headers = dict(scope.get("headers", []))
+    headers: dict[bytes, bytes] = dict(scope.get("headers", []))
     if headers.get(b"authorization", b"").lower().startswith(b"bearer "):
         return False
     if b"token=" in scope.get("query_string", b""):
@@ -79,7 +81,10 @@ class CSRFGuard:
                 {
                     "type": "http.response.start",
                     "status": 403,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body)),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": body})
