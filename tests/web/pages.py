@@ -85,7 +85,8 @@ class CutProxy:
     once, as a network failure does) and point at another server (a restart on another port)."""
 
     def __init__(self, target: str) -> None:
-        self.target = urlsplit(target).port or 80
+        self.target = 0
+        self.point(target)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.cuts = 0
@@ -104,6 +105,10 @@ class CutProxy:
         self._server.close()
         self.cut()
         await self._server.wait_closed()
+
+    def point(self, target: str) -> None:
+        """Relays new connections to the server at `target` from now on."""
+        self.target = urlsplit(target).port or 80
 
     def cut(self) -> None:
         self.cuts += 1

@@ -4,11 +4,13 @@ cuts; the page ends with exactly the stored transcript."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from service.helpers import LiveServer
+from service.helpers import LiveServer, make_settings, running_server
+from store.fixtures import sqlite_database
 
 from .pages import CutProxy, open_page
 
@@ -131,3 +133,27 @@ async def test_pause_resume_reload_and_cuts_lose_no_word(live: LiveServer, brows
         await same_as_stored(page, live, token, room["id"])
         watched.check()
         await watched.context.close()
+
+
+async def test_a_server_restart_mid_meeting_loses_no_word(tmp_path: Path, browser: Browser) -> None:
+    database, settings = sqlite_database(tmp_path), make_settings(tmp_path)
+    async with CutProxy("http://127.0.0.1:9") as proxy:
+        async with running_server(database, settings) as first:
+            proxy.point(first.url)
+            token = await first.new_user()
+            async with first.client(token) as http:
+                room = (await http.post("/rooms", json=board(speed=60, rounds=2))).json()
+                await http.post(f"/rooms/{room['id']}/run")
+            watched = await open_page(browser, first, token, via=proxy.url, allow_errors=(r"net::ERR_",))
+            page = watched.page
+            await page.goto(f"{proxy.url}/rooms/{room['id']}")
+            await page.wait_for_selector(".grid article.turn[data-state=speaking] .body p")
+        # the server is gone (it paused the room on its way out); the page keeps trying
+        await expect(page.locator("#connection")).to_be_visible()
+        async with running_server(database, settings) as second:
+            proxy.point(second.url)
+            await expect(page.locator("#room-status")).to_have_text("completed")
+            await expect(page.locator("#conclusion-card")).to_be_visible()
+            await same_as_stored(page, second, token, room["id"])
+            watched.check()
+            await watched.context.close()
