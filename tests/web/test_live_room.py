@@ -107,6 +107,19 @@ async def test_pause_resume_reload_and_cuts_lose_no_word(live: LiveServer, brows
         await page.goto(f"{proxy.url}/rooms/{room['id']}")
         speaking = "article.turn[data-state=speaking] .body p"
         await page.wait_for_selector(speaking)
+        await page.set_viewport_size({"width": 900, "height": 500})
+        await page.wait_for_function(
+            "() => document.documentElement.scrollHeight > window.innerHeight + 300 && window.scrollY > 200"
+        )
+        await expect(page.locator("#back-live")).to_be_hidden()  # it follows the end by itself
+        await page.mouse.move(450, 250)
+        await page.mouse.wheel(0, -3000)  # the reader scrolls up: the page stops following
+        await expect(page.locator("#back-live")).to_be_visible()
+        seen = await page.evaluate("() => [window.mootRoom.lastSeq, window.scrollY]")
+        await page.wait_for_function("(seq) => window.mootRoom.lastSeq > seq + 5", arg=seen[0])
+        assert await page.evaluate("() => window.scrollY") == seen[1]
+        await page.click("#back-live")
+        await expect(page.locator("#back-live")).to_be_hidden()
         await expect(page.locator("#pause")).to_be_enabled()
         await page.click("#pause")
         await expect(page.locator("#room-status")).to_have_text("paused")

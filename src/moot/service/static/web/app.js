@@ -324,9 +324,15 @@ class RoomView {
       h("form", { class: "intervene", onsubmit: (e) => { e.preventDefault(); this.send(); } }, this.input, h("button", { type: "submit", id: "send", text: t("send") }), this.sendNote),
       this.back,
     );
+    // Following the end stops when the reader scrolls up (the page itself only ever scrolls down) and
+    // starts again at the bottom or with "back to live".
+    this.lastY = window.scrollY;
     this.onScroll = () => {
-      const gap = document.documentElement.scrollHeight - window.innerHeight - window.scrollY;
-      this.following = gap < 120;
+      const y = window.scrollY;
+      const gap = document.documentElement.scrollHeight - window.innerHeight - y;
+      if (gap < 60) this.following = true;
+      else if (y < this.lastY - 4) this.following = false;
+      this.lastY = y;
       this.back.hidden = this.following;
     };
     window.addEventListener("scroll", this.onScroll, { passive: true });
@@ -451,13 +457,18 @@ class RoomView {
     }
     for (const turn of this.dirty) this.draw(turn);
     this.dirty.clear();
-    if (events.length && this.following) window.scrollTo(0, document.documentElement.scrollHeight);
+    if (events.length && this.following) {
+      window.scrollTo(0, document.documentElement.scrollHeight);
+      this.lastY = window.scrollY;
+    }
+    this.back.hidden = this.following;
   }
 
   toLive() {
     this.following = true;
     this.back.hidden = true;
     window.scrollTo(0, document.documentElement.scrollHeight);
+    this.lastY = window.scrollY;
   }
 
   // -- events to the page ----------------------------------------------------------------------------------------
