@@ -52,7 +52,10 @@ async def shoot(page: Page, base: str, token: str, spec: dict[str, Any], lang: s
 async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        async with running_server(sqlite_database(tmp), make_settings(tmp)) as live, async_playwright() as driver:
+        async with (
+            running_server(sqlite_database(tmp), make_settings(tmp)) as live,
+            async_playwright() as driver,
+        ):
             token = await live.new_user("grace")
             browser = await driver.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             for lang, locale, example in (("en", "en-GB", "board_en.yaml"), ("zh", "zh-CN", "board_zh.yaml")):

@@ -348,7 +348,8 @@ class RoomView {
     this.status.dataset.status = room.status;
     this.roundNote.textContent = room.round ? t("roundOf", room.round, room.max_rounds) : "";
     const allowed = new Set(room.allowed);
-    this.buttons.run.textContent = room.status === "idle" ? t("run") : t("resume");
+    const resumable = ["paused", "interrupted", "error"].includes(room.status);
+    this.buttons.run.textContent = resumable ? t("resume") : t("run");
     this.buttons.run.disabled = !allowed.has("run");
     this.buttons.pause.disabled = !allowed.has("pause");
     this.buttons.stop.disabled = !allowed.has("stop");
@@ -665,12 +666,27 @@ class RoomView {
     turn.stateBadge.textContent = t(`st_${state}`);
   }
 
+  // A streaming turn is drawn in two parts: the blocks before its last blank line (outside code) are
+  // rendered once and kept; only the tail after it is rendered again on each frame.
   draw(turn) {
     if (turn.kind === "conclusion") {
       turn.body.replaceChildren(h("pre", { class: "raw", text: turn.text }));
-    } else {
-      turn.body.replaceChildren(renderMarkdown(turn.text));
+      return;
     }
+    if (!turn.done || turn.text.slice(0, turn.stableLen) !== turn.stable) {
+      turn.done = h("div", { class: "md" });
+      turn.tail = h("div", { class: "md" });
+      turn.stableLen = 0;
+      turn.stable = "";
+      turn.body.replaceChildren(turn.done, turn.tail);
+    }
+    const cut = stableCut(turn.text, turn.stableLen);
+    if (cut > turn.stableLen) {
+      turn.done.append(...renderMarkdown(turn.text.slice(turn.stableLen, cut)).childNodes);
+      turn.stableLen = cut;
+      turn.stable = turn.text.slice(0, cut);
+    }
+    turn.tail.replaceChildren(...renderMarkdown(turn.text.slice(turn.stableLen)).childNodes);
   }
 
   showConclusion(event) {
@@ -708,6 +724,16 @@ function renderInlineItem(text) {
     for (const inner of Array.from(child.childNodes)) li.appendChild(inner);
   }
   return li;
+}
+
+const FENCE_LINE = /^\s{0,3}(```|~~~)/gm;
+
+// Where the settled part of a text ends: after its last blank line, when no code block is open there.
+function stableCut(text, from) {
+  const blank = text.lastIndexOf("\n\n");
+  if (blank < from) return from;
+  const fences = text.slice(from, blank).match(FENCE_LINE);
+  return fences && fences.length % 2 ? from : blank + 2;
 }
 
 function kindOf(turnId) {
