@@ -45,6 +45,9 @@ async def test_cookie_writes_need_this_sites_pages(live: LiveServer) -> None:
         refused = await http.post("/rooms", json=body, headers=foreign)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         assert (await http.post("/rooms", json=body, headers=cookie)).status_code == 403  # says nothing
+        for query in ("?xtoken=1", "?token=", "?token"):  # only a real ?token= replaces the cookie
+            sneaky = await http.post(f"/rooms{query}", json=body, headers=foreign)
+            assert sneaky.status_code == 403, query
         own = {**cookie, "Origin": live.url}
         assert (await http.post("/rooms", json=body, headers=own)).status_code == 201
         same = {**cookie, "Sec-Fetch-Site": "same-origin"}

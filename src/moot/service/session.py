@@ -8,7 +8,7 @@ are checked, so a bearer client never needs an Origin header. WebSockets never t
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,11 +44,14 @@ def same_origin(scope: Scope) -> bool:
 
 
 def _uses_cookie(scope: Scope) -> bool:
-    """True when only the cookie could sign this request in (no bearer header, no ?token=)."""
+    """True when the session cookie is what signs this request in: no bearer token and no `?token=` comes
+    first (the same order as `deps.token_of`)."""
     headers: dict[bytes, bytes] = dict(scope.get("headers", []))
-    if headers.get(b"authorization", b"").lower().startswith(b"bearer "):
+    scheme, _, credentials = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
         return False
-    if b"token=" in scope.get("query_string", b""):
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    if any(query.get("token", [])):
         return False
     return f"{COOKIE}=".encode() in headers.get(b"cookie", b"")
 
