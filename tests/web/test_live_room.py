@@ -170,3 +170,29 @@ async def test_a_server_restart_mid_meeting_loses_no_word(tmp_path: Path, browse
             await same_as_stored(page, second, token, room["id"])
             watched.check()
             await watched.context.close()
+
+
+async def test_a_sequential_room_reads_as_a_conversation(live: LiveServer, browser: Browser) -> None:
+    token = await live.new_user()
+    spec = {
+        "task": "Name our new product",
+        "protocol": "sequential",
+        "max_rounds": 2,
+        "models": {"sim": {"provider": "simulated", "seed": 2, "tokens_per_second": 0}},
+        "default_model": "sim",
+        "agents": [{"name": "Ana", "persona": "a marketer"}, {"name": "Ben", "persona": "an engineer"}],
+    }
+    async with live.client(token) as http:
+        room = (await http.post("/rooms", json=spec)).json()
+        await http.post(f"/rooms/{room['id']}/run")
+    watched = await open_page(browser, live, token)
+    page = watched.page
+    await page.goto(f"{live.url}/rooms/{room['id']}")
+    await expect(page.locator("#room-status")).to_have_text("completed")
+    speeches = page.locator(".flow article.turn.k-speech")
+    await expect(speeches).to_have_count(4)
+    assert await page.locator(".grid article.turn").count() == 0
+    assert [await s.get_attribute("data-speaker") for s in await speeches.all()] == ["Ana", "Ben"] * 2
+    await same_as_stored(page, live, token, room["id"])
+    watched.check()
+    await watched.context.close()
