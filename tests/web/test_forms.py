@@ -106,3 +106,25 @@ async def test_a_chinese_board_meeting_from_a_room_file(live: LiveServer, browse
     await expect(page.locator("#conclusion-card")).to_contain_text("Decision advice")
     watched.check()
     await watched.context.close()
+
+
+async def test_an_agent_template_joins_the_new_room_form(live: LiveServer, browser: Browser) -> None:
+    token = await live.new_user()
+    watched = await open_page(browser, live, token)
+    page = watched.page
+    await page.click("nav a[href='/templates']")
+    form = page.locator("#add-template")
+    await form.locator("input[name=name]").fill("Maya")
+    await form.locator("textarea[name=persona]").fill("a careful lawyer")
+    await form.locator("input[name=colour]").fill("teal")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#templates")).to_contain_text("Maya")
+    await expect(page.locator("#templates")).to_contain_text("a careful lawyer")
+    await page.click("nav a[href='/new']")
+    await page.select_option("select[name=template]", label="Maya")
+    names = page.locator("#agents input[name=name]")
+    await expect(names).to_have_count(4)
+    await expect(names.nth(3)).to_have_value("Maya")
+    await expect(page.locator("#agents textarea[name=persona]").nth(3)).to_have_value("a careful lawyer")
+    watched.check()
+    await watched.context.close()

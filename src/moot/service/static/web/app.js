@@ -53,7 +53,7 @@ export function h(tag, attrs, ...children) {
     else if (key === "text") node.textContent = value;
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key in node && typeof value !== "string") node[key] = value;
+    else if (key === "value" || (key in node && typeof value !== "string")) node[key] = value;
     else node.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
@@ -113,6 +113,7 @@ function signedOut() {
 export function view(...children) {
   if (leaving) leaving();
   leaving = null;
+  document.title = "Moot";
   main().replaceChildren(...children);
   window.scrollTo(0, 0);
 }
@@ -479,7 +480,7 @@ class RoomView {
       case "room_started":
         for (const agent of event.agents) this.agents.set(agent.name, { ...this.agents.get(agent.name), ...agent });
         this.moderator = event.moderator;
-        if (event.resumed) this.note(this.roundOf(this.room.round || 0), t("resumed"), "resumed");
+        if (event.resumed) this.note(this.lastSection(), t("resumed"), "resumed");
         if (event.simulated && !this.simNote) this.simNote = this.note(this.roundOf(0), t("simulated"), "simulated");
         this.refreshSoon();
         break;
@@ -750,6 +751,7 @@ async function showRoom(id) {
   }
   const live = new RoomView(room);
   view(live.root);
+  document.title = `${room.title || room.task.slice(0, 60)} · Moot`;
   leaving = () => live.close();
   window.mootRoom = live; // for people and tests poking at the page's state
   live.connect();
