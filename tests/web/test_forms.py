@@ -96,6 +96,7 @@ async def test_a_chinese_board_meeting_from_a_room_file(live: LiveServer, browse
     await page.press("#intervene", "Enter")
     await expect(page.locator(".note.intervention")).to_contain_text("要求结束讨论")
     await expect(page.locator("#room-status")).to_have_text("已结束")
+    await expect(page.locator("#room-protocol")).to_have_text("私董会")
     await expect(page.locator(".note.completed")).to_have_text("讨论结束（有人叫停）")
     await expect(page.locator("section.round[data-round='1'] h2")).to_contain_text("第 1 轮")
     card = page.locator("#conclusion-card")

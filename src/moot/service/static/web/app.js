@@ -244,7 +244,7 @@ function roomRow(room, removed) {
     { dataset: { room: room.id } },
     h("td", {}, h("a", { href: `/rooms/${room.id}`, "data-link": true }, h("strong", { text: room.title || room.id }), h("div", { class: "muted clip", text: room.task }))),
     h("td", {}, h("span", { class: `status s-${room.status}`, text: t(`st_${room.status}`) })),
-    h("td", { text: room.protocol }),
+    h("td", { text: t(`p_${room.protocol}`) }),
     h("td", { text: `${room.round}/${room.max_rounds}` }),
     h("td", { text: when(room.updated_at) }),
     cell,
@@ -307,7 +307,7 @@ class RoomView {
         { class: "room-head" },
         h("h1", { id: "room-title", text: room.title || room.id }),
         h("p", { class: "task", id: "room-task", text: room.task }),
-        h("div", { class: "meta" }, this.status, h("span", { class: "tag", text: room.protocol }), this.roundNote, this.liveNote),
+        h("div", { class: "meta" }, this.status, h("span", { class: "tag", id: "room-protocol", text: t(`p_${room.protocol}`) }), this.roundNote, this.liveNote),
         h(
           "div",
           { class: "controls" },

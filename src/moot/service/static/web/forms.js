@@ -67,7 +67,7 @@ export async function showNewRoom() {
   const [providers, templates] = await Promise.all([all("/providers"), all("/agents")]);
   const task = h("textarea", { name: "task", id: "task", rows: 3, required: true });
   const title = h("input", { name: "title", id: "title" });
-  const protocol = select("protocol", [["board", "board"], ["parallel", "parallel"], ["sequential", "sequential"]], "board");
+  const protocol = select("protocol", ["board", "parallel", "sequential"].map((p) => [p, t(`p_${p}`)]), "board");
   protocol.id = "protocol";
   const rounds = h("input", { type: "number", name: "max_rounds", id: "rounds", min: 1, max: 50, value: 2 });
   const lang = select("language", [["en", "English"], ["zh", "中文"]], document.documentElement.lang.startsWith("zh") ? "zh" : "en");

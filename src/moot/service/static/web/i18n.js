@@ -120,6 +120,9 @@ const WORDS = {
     stop_token_budget: "token budget spent",
     stop_all_failed: "every member failed",
     stop_no_members: "no members",
+    p_board: "board meeting",
+    p_parallel: "parallel",
+    p_sequential: "sequential",
   },
   zh: {
     app: "Moot",
@@ -240,6 +243,9 @@ const WORDS = {
     stop_token_budget: "词元预算用完",
     stop_all_failed: "所有成员都失败了",
     stop_no_members: "没有成员",
+    p_board: "私董会",
+    p_parallel: "并行讨论",
+    p_sequential: "轮流发言",
   },
 };
 
