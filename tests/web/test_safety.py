@@ -152,3 +152,38 @@ async def test_markdown_renderer_builds_only_safe_nodes(live: LiveServer, browse
     assert sample == ["h4:Plan", "ol:first stepsee https://example.com/x.", "blockquote:quoted"]
     watched.check()
     await watched.context.close()
+
+
+STREAMED = [
+    "One.\n\nTwo **bold**.\n\n- a\n- b\n\n1. x\n2. y\n\n3. z\n\n> q\n> r\n\nend",
+    "```\ncode\n\nstill code\n```\n\nafter\n\n~~~py\n```\n\n~~~\n\nlast",
+    "```\n~~~\n```\n\ntext\n\n```\nopen\n\nnever closed",
+    "\n\n\n# H\n\ntext\n\n\n\n---\n\nmore",
+]
+
+
+async def test_a_streamed_turn_renders_as_its_whole_text(live: LiveServer, browser: Browser) -> None:
+    """The page keeps a streaming turn's settled blocks and renders only the rest: the same in the end."""
+    watched = await open_page(browser, live)
+    page = watched.page
+    await page.goto(f"{live.url}/login")
+    results = await page.evaluate(
+        """async (texts) => {
+            const md = await import('/static/web/md.js');
+            return texts.map(text => {
+                const done = document.createElement('div');
+                let stable = 0, tail = '';
+                for (let end = 1; end <= text.length; end++) {
+                    const cut = md.settledEnd(text.slice(0, end), stable);
+                    if (cut > stable) { done.append(...md.renderMarkdown(text.slice(stable, cut)).childNodes); stable = cut; }
+                    tail = md.renderMarkdown(text.slice(stable, end)).innerHTML;
+                }
+                return [done.innerHTML + tail, md.renderMarkdown(text).innerHTML];
+            });
+        }""",
+        STREAMED,
+    )
+    for text, (streamed, whole) in zip(STREAMED, results, strict=True):
+        assert streamed == whole, text
+    watched.check()
+    await watched.context.close()

@@ -2,7 +2,7 @@
 // Plain ES modules, no build step. Model text is untrusted: it only ever reaches the DOM through
 // textContent (md.js), never innerHTML.
 
-import { renderMarkdown } from "./md.js";
+import { renderMarkdown, settledEnd } from "./md.js";
 import { LANGUAGES, language, pickLanguage, setLanguage, t } from "./i18n.js";
 import { showNewRoom, showProviders, showTemplates } from "./forms.js";
 
@@ -681,7 +681,7 @@ class RoomView {
       turn.stable = "";
       turn.body.replaceChildren(turn.done, turn.tail);
     }
-    const cut = stableCut(turn.text, turn.stableLen);
+    const cut = settledEnd(turn.text, turn.stableLen);
     if (cut > turn.stableLen) {
       turn.done.append(...renderMarkdown(turn.text.slice(turn.stableLen, cut)).childNodes);
       turn.stableLen = cut;
@@ -725,16 +725,6 @@ function renderInlineItem(text) {
     for (const inner of Array.from(child.childNodes)) li.appendChild(inner);
   }
   return li;
-}
-
-const FENCE_LINE = /^\s{0,3}(```|~~~)/gm;
-
-// Where the settled part of a text ends: after its last blank line, when no code block is open there.
-function stableCut(text, from) {
-  const blank = text.lastIndexOf("\n\n");
-  if (blank < from) return from;
-  const fences = text.slice(from, blank).match(FENCE_LINE);
-  return fences && fences.length % 2 ? from : blank + 2;
 }
 
 function kindOf(turnId) {

@@ -174,3 +174,25 @@ export function renderMarkdown(text, depth = 0) {
   flush();
   return root;
 }
+
+// Where the settled part of a growing text ends: just after its last blank line outside a code block, or
+// `from` when there is none past it. Blocks never span a blank line outside code, so the text before that
+// point renders the same alone as within the whole.
+export function settledEnd(text, from) {
+  const last = text.lastIndexOf("\n\n");
+  if (last < from) return from;
+  let fence = null;
+  let cut = from;
+  let at = from;
+  for (const line of text.slice(from, last + 1).split("\n")) {
+    if (fence) {
+      if (line.trim().startsWith(fence)) fence = null;
+    } else {
+      const open = FENCE.exec(line);
+      if (open) fence = open[1];
+      else if (!line.trim() && at > from) cut = at + line.length + 1;
+    }
+    at += line.length + 1;
+  }
+  return fence ? cut : Math.max(cut, last + 2);
+}
