@@ -86,6 +86,8 @@ async def test_board_meeting_from_the_form_live_with_an_intervention(
     note = page.locator(".note.intervention").first
     await expect(note).to_contain_text("Please weigh the cost of hiring in Lisbon.")
     await expect(note.locator(".addressed")).to_contain_text("the moderator addressed this")
+    summaries = page.locator("article.turn.k-summary .body")
+    await expect(summaries.filter(has_text="weigh the cost of hiring").first).to_be_visible()  # answered
     await expect(page.locator("#room-status")).to_have_text("completed")
     card = page.locator("#conclusion-card")
     await expect(card).to_contain_text("Conclusion")
