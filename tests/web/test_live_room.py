@@ -3,6 +3,7 @@ cuts; the page ends with exactly the stored transcript."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -196,5 +197,10 @@ async def test_a_sequential_room_reads_as_a_conversation(live: LiveServer, brows
     assert await page.locator(".grid article.turn").count() == 0
     assert [await s.get_attribute("data-speaker") for s in await speeches.all()] == ["Ana", "Ben"] * 2
     await same_as_stored(page, live, token, room["id"])
+    async with page.expect_download() as download:
+        await page.click("#export-md")
+    saved = await (await download.value).path()
+    exported = await asyncio.to_thread(Path(saved).read_text, "utf-8")
+    assert "Name our new product" in exported and "Ana" in exported and "Ben" in exported
     watched.check()
     await watched.context.close()
