@@ -152,7 +152,7 @@ async def test_the_first_start_creates_an_admin_and_prints_a_login_url(
     _url, stop = await serve(create_app(settings))
     await stop()
     first = capsys.readouterr().err
-    assert "created the admin; log in at http://127.0.0.1:8000/api/v1/users/me?token=moot_" in first
+    assert "created the admin; sign in at http://127.0.0.1:8000/login?token=moot_" in first
     _url, stop = await serve(create_app(settings))
     await stop()
     assert "an admin exists; `moot users token admin` prints a new token" in capsys.readouterr().err
@@ -179,6 +179,8 @@ async def test_users_add_and_token_commands_print_working_tokens(
     token = renewed.output.splitlines()[-1]
     async with running_server(Database(url), make_settings(tmp_path)) as live, live.client(token) as ana:
         assert (await ana.get("/users/me")).json()["role"] == "readonly"
+    with_url = await moot_users("token", "ana", "--url")
+    assert with_url.output.splitlines()[-1].startswith("http://127.0.0.1:8000/login?token=moot_")
     missing = await moot_users("token", "bob")
     assert missing.exit_code == 1
     assert "moot users add bob" in missing.output

@@ -16,7 +16,6 @@ from typing import Any
 
 try:
     from fastapi import FastAPI
-    from fastapi.responses import RedirectResponse
 except ModuleNotFoundError as exc:  # without the server extra: say what to install
     from moot._extras import explain
 
@@ -33,6 +32,7 @@ from moot.service.routes import api_router
 from moot.service.routes.health import router as health_router
 from moot.service.runtime import RoomManager
 from moot.service.schemas import RoomCreate
+from moot.service.web import install_web
 from moot.settings import Settings, get_settings
 from moot.store import Store
 
@@ -84,10 +84,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(health_router)
     install_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    install_web(app)  # the page: /, /rooms/{id}, /login
 
     return app
 

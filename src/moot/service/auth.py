@@ -56,6 +56,6 @@ async def ensure_admin(store: Store, settings: Settings) -> str:
         await store.update_user(admin.id, role="admin", token_hash=hash_token(token))
     base = f"http://{settings.host}:{settings.port}"
     return (
-        f"created the admin; log in at {base}/api/v1/users/me?token={token} or send "
+        f"created the admin; sign in at {base}/login?token={token} or send "
         f"'Authorization: Bearer {token}' (API docs: {base}/docs). This token is shown only once."
     )

@@ -86,7 +86,12 @@ def add_user(
 
 
 @users_app.command("token")
-def user_token(name: Annotated[str, typer.Argument(help="The user's name, e.g. admin.")]) -> None:
+def user_token(
+    name: Annotated[str, typer.Argument(help="The user's name, e.g. admin.")],
+    url: Annotated[
+        bool, typer.Option("--url", help="Print the page's sign-in address with the token.")
+    ] = False,
+) -> None:
     """Give a user a new token and print it; their old token stops working."""
     token = new_token()
 
@@ -106,3 +111,8 @@ def user_token(name: Annotated[str, typer.Argument(help="The user's name, e.g. a
         typer.secho(f"✗ no user '{name}'; add one with `moot users add {name}`", fg="red", err=True)
         raise typer.Exit(1)
     typer.echo(f"a new token for {name} ({role}); the old one no longer works:\n{token}")
+    if url:
+        settings = get_settings()
+        typer.echo(
+            f"open this address to sign in:\nhttp://{settings.host}:{settings.port}/login?token={token}"
+        )

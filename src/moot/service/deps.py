@@ -21,6 +21,7 @@ from moot.service.crypto import Cipher
 from moot.service.limits import InterventionLimiter
 from moot.service.runtime import RoomManager
 from moot.service.schemas import MAX_PAGE
+from moot.service.session import session_token
 from moot.settings import Settings
 from moot.store import RoomNotFound, RoomRecord, Store
 from moot.store._store import UserRecord, UserRole
@@ -72,11 +73,12 @@ async def user_for_token(token: str | None, store: Store) -> User | None:
 
 
 def token_of(connection: HTTPConnection) -> str | None:
-    """The token from `Authorization: Bearer ...`, else from `?token=` (browsers' EventSource sends no headers)."""
+    """The token from `Authorization: Bearer ...`, else from `?token=` (browsers' EventSource sends no headers),
+    else from the page's session cookie (plain HTTP only; writes with it pass the CSRF guard of session.py)."""
     scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return connection.query_params.get("token") or None
+    return connection.query_params.get("token") or session_token(connection)
 
 
 async def current_user(
