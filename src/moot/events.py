@@ -12,10 +12,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from moot.models import Usage
+from moot.positions import Position
 
-TurnKind = Literal["opening", "speech", "summary", "conclusion"]
+TurnKind = Literal["opening", "speech", "summary", "conclusion", "ranking", "selection"]
 AgentState = Literal["pending", "streaming", "completed", "failed"]
-StopReason = Literal["max_rounds", "stop_command", "token_budget", "all_failed", "no_members"]
+StopReason = Literal[
+    "max_rounds",
+    "stop_command",
+    "token_budget",
+    "all_failed",
+    "no_members",
+    "consensus",
+    "cost_budget",
+    "time_budget",
+]
 
 
 class _Event(BaseModel):
@@ -167,6 +177,17 @@ class RoundCompleted(_Event):
     continues: bool
 
 
+class PositionsRecorded(_Event):
+    """Where each member stands after a round, read from the chair's summary, and how much they agree."""
+
+    type: Literal["positions_recorded"] = "positions_recorded"
+    round: int
+    speaker: str
+    positions: list[Position]
+    consensus: float  # the confidence-weighted share of the largest stance, 0 to 1 (docs/protocols.md)
+    leading: str  # the stance with the most weight
+
+
 class RoomConcluded(_Event):
     """The structured conclusion (B11); `fallback` when it was made without a valid model answer (B12)."""
 
@@ -179,6 +200,8 @@ class RoomConcluded(_Event):
     dissent_points: list[str]
     fallback: bool = False
     provisional: bool = False  # made because the room failed: a resumed run replaces it with the real one
+    positions: list[Position] = Field(default_factory=list)
+    number: int = 1  # the room's first conclusion is 1; each follow-up question adds one
 
 
 class RoomCompleted(_Event):
@@ -189,6 +212,7 @@ class RoomCompleted(_Event):
     stop_reason: StopReason
     usage: Usage
     usage_by_agent: dict[str, Usage]
+    cost_usd: float = 0.0
 
 
 class RoomPaused(_Event):
@@ -221,6 +245,7 @@ Event = Annotated[
     | InterventionAdded
     | HistoryCompressed
     | RoundCompleted
+    | PositionsRecorded
     | RoomConcluded
     | RoomCompleted
     | RoomPaused

@@ -10,15 +10,19 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.conclusion import Conclusion
 from moot.models import Usage
+from moot.positions import Position
 
-EntryKind = Literal["task", "opening", "speech", "summary", "conclusion", "intervention", "digest"]
-TurnKind = Literal["opening", "speech", "summary", "conclusion"]
+EntryKind = Literal[
+    "task", "opening", "speech", "summary", "conclusion", "intervention", "digest", "ranking", "selection"
+]
+TurnKind = Literal["opening", "speech", "summary", "conclusion", "ranking", "selection"]
+TURN_KINDS: frozenset[str] = frozenset(("opening", "speech", "summary", "conclusion", "ranking", "selection"))
 Key = tuple[int, int, int, int]
 
 USER = "user"
@@ -51,6 +55,8 @@ class Entry(BaseModel):
     ref: str | None = None  # intervention: the id it was stored under on arrival, before it joined
     covers: Key | None = None  # digest: summarises the entries whose key is below this
     conclusion: Conclusion | None = None
+    positions: list[Position] | None = None  # summary: where each member stands after the round
+    data: dict[str, Any] | None = None  # what a protocol read out of the turn (a ranking, a choice)
     fallback: bool = False
     # conclusion: made from the history when the room failed midway (B12). It stands for the conclusion
     # only until the discussion goes on: it is no turn, and the real conclusion replaces it when written.
@@ -67,7 +73,7 @@ class Entry(BaseModel):
 
     @property
     def is_turn(self) -> bool:
-        return self.kind in ("opening", "speech", "summary", "conclusion") and not self.provisional
+        return self.kind in TURN_KINDS and not self.provisional
 
 
 class Transcript:
@@ -123,6 +129,19 @@ class Transcript:
     def has_turn(self, round_: int, kind: str, speaker: str) -> bool:
         return turn_id(round_, kind, speaker) in self._turn_ids
 
+    def turn(self, round_: int, kind: str, speaker: str) -> Entry | None:
+        """The stored entry of a turn, or None when it is not in."""
+        if turn_id(round_, kind, speaker) not in self._turn_ids:
+            return None
+        return next(
+            (
+                e
+                for e in self._entries
+                if e.is_turn and e.round == round_ and e.kind == kind and e.speaker == speaker
+            ),
+            None,
+        )
+
     def before(self, bound: Key) -> list[Entry]:
         """Entries that come before a position: what a turn placed there may see."""
         index = bisect.bisect_left(self._entries, bound, key=lambda e: e.key)
@@ -163,6 +182,10 @@ class Transcript:
             if entry.usage is not None:
                 total = total + entry.usage
         return total
+
+    def cost_usd(self) -> float:
+        """What the discussion has cost so far, in US dollars."""
+        return self.usage().cost_usd
 
     def usage_by_speaker(self) -> dict[str, Usage]:
         totals: dict[str, Usage] = {}

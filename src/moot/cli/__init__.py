@@ -26,6 +26,7 @@ from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink
 from moot.cli._render import agent_style
 from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
+from moot.protocols import get_protocol
 from moot.spec import RoomSpec, load_room
 
 
@@ -283,7 +284,7 @@ def validate(
     """
     console = Console()
     room = _load(room_file, runnable=True)
-    moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
+    moderator = room.chair
     console.print(Text.assemble(("✓ ", "bold green"), (str(room_file), "bold"), " is a valid room"))
     rounds = "1 round" if room.max_rounds == 1 else f"{room.max_rounds} rounds"
     console.print(f"  {room.protocol} · {rounds} · language {room.language}")
@@ -317,7 +318,11 @@ def _warnings(room: RoomSpec) -> list[str]:
             spec.resolve_api_key()
         except ModelUnavailable as exc:
             warnings.append(str(exc))
-    if room.protocol == "board" and not room.declared_moderator_usable and room.moderator is not None:
+    if (
+        get_protocol(room.protocol).chaired
+        and not room.declared_moderator_usable
+        and room.moderator is not None
+    ):
         warnings.append(f"no active moderator; {room.moderator.name} will chair the meeting instead")
     return list(dict.fromkeys(warnings))
 

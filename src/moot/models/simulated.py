@@ -637,7 +637,11 @@ def _compose(request: ModelRequest, seed: int) -> str:
     build = {"opening": turn.opening, "summary": turn.summary, "digest": turn.digest}.get(
         ctx.kind, turn.speech
     )
-    return _TIDY.sub(r"\1\2", MARKERS[language] + build())
+    text = _TIDY.sub(r"\1\2", MARKERS[language] + build())
+    if ctx.kind == "summary":
+        block = json.dumps({"positions": turn.member_positions()}, ensure_ascii=False)
+        text += f"\n\n```json\n{block}\n```"
+    return text
 
 
 class _Turn:
@@ -831,6 +835,37 @@ class _Turn:
             parts.append(self.pick(voice.next_focus, next=ctx.round + 1, focus=focus))
         return self.join(parts)
 
+    def member_positions(self) -> list[dict[str, object]]:
+        """Each member's stance as read from their words, with a confidence and whether it moved."""
+        ctx = self.ctx
+        views = {v.name: v for v in self.views()}
+        said: dict[str, list[str]] = {}
+        for name, text in ctx.earlier:
+            said.setdefault(name, []).append(text)
+        positions: list[dict[str, object]] = []
+        for name in ctx.members:
+            view = views.get(name)
+            if view is None:
+                positions.append(
+                    {"agent": name, "stance": "undecided", "confidence": 0.0, "changed": False, "reason": "-"}
+                )
+                continue
+            stance = "undecided" if view.stance == "unknown" else view.stance
+            earlier = said.get(name, [])[:-1]
+            changed = bool(earlier) and _stance_of(earlier[-1]) != view.stance
+            confidence = round(_rng(self.seed, name, ctx.round, ctx.task, "confidence").uniform(0.55, 0.9), 2)
+            reason = _clip(view.point, self.language, 16) or "-"
+            positions.append(
+                {
+                    "agent": name,
+                    "stance": stance,
+                    "confidence": confidence,
+                    "changed": changed,
+                    "reason": reason,
+                }
+            )
+        return positions
+
     def digest(self) -> str:
         ctx, voice = self.ctx, self.voice
         views = self.views()
@@ -905,6 +940,7 @@ class _Turn:
             "decision_advice": advice,
             "consensus_points": consensus[:3],
             "dissent_points": dissent[:3],
+            "positions": self.member_positions() if ctx.members else [],
         }
         return json.dumps(result, ensure_ascii=False, indent=2)
 
