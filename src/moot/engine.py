@@ -549,6 +549,18 @@ class Run(Steerable):
             if not step.is_conclusion:
                 await self._emit(*self._protocol.after_step(room, self.transcript, step))
 
+    def _budget_spent(self, request: ModelRequest, chars: int, spec: ModelSpec | None) -> str | None:
+        """`time_budget` or `cost_budget` when the room's budget runs out with this reply so far; else None."""
+        limits = self.room.limits
+        elapsed = self._elapsed()
+        if limits.max_seconds is not None and elapsed is not None and elapsed >= limits.max_seconds:
+            return "time_budget"
+        if limits.max_cost_usd is not None and spec is not None:
+            so_far = priced(spec, Usage(input_tokens=_request_tokens(request), output_tokens=chars // 4))
+            if self.transcript.cost_usd() + so_far.cost_usd >= limits.max_cost_usd:
+                return "cost_budget"
+        return None
+
     def _elapsed(self) -> float | None:
         return None if self._began is None else self._clock() - self._began
 
@@ -854,7 +866,9 @@ class Run(Steerable):
                         if last_error is not None:
                             await self._restart(turn, agent, spec, _restart_reason(last_error, spec))
                         try:
-                            completion = await self._stream(turn, agent, model, request, parts, progress)
+                            completion = await self._stream(
+                                turn, agent, model, request, parts, progress, spec
+                            )
                         except ModelError as exc:
                             last_error = exc
                             raise
@@ -878,11 +892,17 @@ class Run(Steerable):
         request: ModelRequest,
         parts: list[str],
         progress: _Progress | None,
+        spec: ModelSpec | None = None,
     ) -> Completion:
-        """Reads one reply; past `limits.reply_chars` it stops reading, keeps what came, and says so."""
+        """Reads one reply; past `limits.reply_chars` it stops reading, keeps what came, and says so.
+
+        It stops reading too once the room's time or cost budget runs out mid-reply (not in the
+        conclusion, which must be whole): the words so far are kept, and the chair concludes next.
+        """
         cap = self.room.limits.reply_chars
         kept = 0
         capped = False
+        budget: str | None = None
         completion: Completion | None = None
         stream = model.stream(request)
         try:
@@ -900,6 +920,9 @@ class Run(Steerable):
                         )
                     if capped:
                         break
+                    if turn.kind != "conclusion" and (budget := self._budget_spent(request, kept, spec)):
+                        capped = True
+                        break
                 else:
                     completion = item
         finally:
@@ -909,13 +932,22 @@ class Run(Steerable):
             text = "".join(parts) if capped else completion.text[:cap] if completion else ""
             usage = completion.usage if completion is not None else estimate_usage(request, text)
             completion = Completion(text=text, usage=usage, finish_reason="length", model=model.label)
-            await self._emit(
-                RoomWarning(
-                    code="reply_capped",
-                    message=f"{agent.name}'s reply ran past {cap:,} characters; only the first {cap:,} are "
-                    "kept (limits.reply_chars)",
+            if budget is not None:
+                await self._emit(
+                    RoomWarning(
+                        code=budget,
+                        message=f"the room's {budget.replace('_', ' ')} ran out while {agent.name} spoke; "
+                        "what was said so far is kept, and the discussion concludes",
+                    )
                 )
-            )
+            else:
+                await self._emit(
+                    RoomWarning(
+                        code="reply_capped",
+                        message=f"{agent.name}'s reply ran past {cap:,} characters; only the first {cap:,} "
+                        "are kept (limits.reply_chars)",
+                    )
+                )
         if completion is None:
             raise TransientModelError(f"{model.label}: the stream ended without a result", model=model.label)
         return completion

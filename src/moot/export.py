@@ -16,13 +16,13 @@ _HEADINGS = {
     "en": {
         "task": "Task", "round": "Round {n}", "opening": "Opening", "conclusion": "Conclusion",
         "summary": "Summary", "advice": "Decision advice", "consensus": "Consensus", "dissent": "Dissent",
-        "usage": "Token usage", "intervention": "user (stepped in)", "failed": "could not speak",
+        "usage": "Token usage", "positions": "Positions", "intervention": "user (stepped in)", "failed": "could not speak",
         "round_summary": "summary of the round", "fallback": "(made without a valid model answer)",
     },
     "zh": {
         "task": "议题", "round": "第{n}轮", "opening": "开场", "conclusion": "结论",
         "summary": "总结", "advice": "决策建议", "consensus": "共识", "dissent": "分歧",
-        "usage": "Token 用量", "intervention": "用户（插话）", "failed": "未能发言",
+        "usage": "Token 用量", "positions": "各方立场", "intervention": "用户（插话）", "failed": "未能发言",
         "round_summary": "本轮小结", "fallback": "（未得到有效的模型回答，由系统生成）",
     },
 }  # fmt: skip
@@ -36,6 +36,7 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
         "estimated": usage.estimated,
+        "cost_usd": usage.cost_usd,
     }
 
 
@@ -71,6 +72,7 @@ def to_json(room_id: str, spec: RoomSpec, transcript: Transcript, *, status: str
         else None,
         "usage": _usage(transcript.usage()),
         "usage_by_agent": {name: _usage(u) for name, u in transcript.usage_by_speaker().items()},
+        "cost_usd": transcript.cost_usd(),
     }
     return json.dumps(document, ensure_ascii=False, indent=2)
 
@@ -98,8 +100,16 @@ def to_markdown(room_id: str, spec: RoomSpec, transcript: Transcript, *, status:
         for title, points in ((h["consensus"], c.consensus_points), (h["dissent"], c.dissent_points)):
             if points:
                 lines += [f"**{title}:**", "", *(f"- {p}" for p in points), ""]
+        if c.positions:
+            lines += [f"**{h['positions']}:**", ""]
+            lines += [
+                f"- {p.agent}: {p.stance} ({p.confidence:.2f}){' — ' + p.reason if p.reason else ''}"
+                for p in c.positions
+            ]
+            lines += [""]
     usage = transcript.usage()
-    lines += ["", f"_{h['usage']}: {usage.total_tokens}{' (~)' if usage.estimated else ''}_", ""]
+    cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd else ""
+    lines += ["", f"_{h['usage']}: {usage.total_tokens}{' (~)' if usage.estimated else ''}{cost}_", ""]
     return "\n".join(lines)
 
 

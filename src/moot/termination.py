@@ -92,7 +92,8 @@ class TokenBudget(Condition):
 class CostBudget(Condition):
     """Spent money reached the budget, or the next step would pass it.
 
-    The next step is estimated from what turns cost so far: its turns times the dearest turn yet.
+    The next step is estimated from what turns cost so far: its turns times the dearest turn yet, plus one
+    more such turn where a chair must still conclude, so that the conclusion fits in what is left.
     """
 
     usd: float
@@ -103,7 +104,8 @@ class CostBudget(Condition):
             return "cost_budget"
         if state.upcoming is not None:
             dearest = max((e.usage.cost_usd for e in state.transcript if e.is_turn and e.usage), default=0.0)
-            if spent + dearest * len(state.upcoming.turns) > self.usd:
+            turns = len(state.upcoming.turns) + (1 if state.room.chair is not None else 0)
+            if spent + dearest * turns > self.usd:
                 return "cost_budget"
         return None
 

@@ -47,6 +47,10 @@ class Labels:
     input: str
     output: str
     total: str
+    cost: str
+    positions: str
+    stances: dict[str, str]
+    consensus_score: str
     estimated: str
     paused: str
     stopped: str
@@ -107,12 +111,24 @@ EN = Labels(
         "token_budget": "the token budget was spent",
         "all_failed": "every member failed",
         "no_members": "no member could speak",
+        "consensus": "the members reached consensus",
+        "cost_budget": "the cost budget was reached",
+        "time_budget": "the time budget was reached",
     },
     usage="Token usage",
     agent="Agent",
     input="Input",
     output="Output",
     total="Total",
+    cost="Cost (USD)",
+    positions="Positions",
+    stances={
+        "support": "supports",
+        "oppose": "opposes",
+        "conditional": "supports on conditions",
+        "undecided": "undecided",
+    },
+    consensus_score="Round {n}: consensus {score:.0%} ({leading})",
     estimated="~ estimated: the model reported no usage",
     paused="Discussion paused at round {n} ({reason}).",
     stopped="Discussion stopped at round {n} ({reason}); it was not saved, so it cannot be resumed.",
@@ -163,12 +179,19 @@ ZH = Labels(
         "token_budget": "已用完 token 预算",
         "all_failed": "所有成员发言失败",
         "no_members": "没有成员可以发言",
+        "consensus": "成员已达成共识",
+        "cost_budget": "已达到费用预算",
+        "time_budget": "已达到时间预算",
     },
     usage="Token 用量",
     agent="成员",
     input="输入",
     output="输出",
     total="合计",
+    cost="费用（美元）",
+    positions="各方立场",
+    stances={"support": "支持", "oppose": "反对", "conditional": "有条件支持", "undecided": "未表态"},
+    consensus_score="第 {n} 轮：共识度 {score:.0%}（{leading}）",
     estimated="~ 为估算值：模型未报告用量",
     paused="讨论已在第 {n} 轮暂停（{reason}）。",
     stopped="讨论已在第 {n} 轮停止（{reason}）；本次讨论未保存，无法继续。",
