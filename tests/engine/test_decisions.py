@@ -72,8 +72,10 @@ def _board(**extra: Any) -> RoomSpec:
 
 
 def test_conditions_combine_with_or_and_the_first_named_wins() -> None:
-    combined = max_rounds(3) | stop_command | token_budget(10) | cost_budget(1.0) | time_budget(60)
-    assert isinstance(combined, AnyOf) and len(combined.conditions) == 5
+    combined = (
+        max_rounds(3) | stop_command | token_budget(10) | cost_budget(1.0) | time_budget(60) | consensus(0.85)
+    )
+    assert isinstance(combined, AnyOf) and len(combined.conditions) == 6
     assert isinstance(combined.conditions[0], MaxRounds)
     spec = room("sequential", names=("A",))
     transcript = Transcript(
@@ -225,7 +227,7 @@ async def test_every_turn_and_the_room_carry_their_cost() -> None:
 async def test_max_cost_stops_a_room_whose_next_turn_would_pass_it() -> None:
     spec = _priced_room(max_cost_usd=0.5)
     conclusion = FunctionModel(lambda r: CONCLUSION, usage=Usage(input_tokens=100, output_tokens=100))
-    run, events = await run_all(spec, {"A": _fixed(), "B": _fixed(), "M": conclusion})
+    _, events = await run_all(spec, {"A": _fixed(), "B": _fixed(), "M": conclusion})
     # after A (0.20), B (0.20) and the conclusion (0.20) would pass 0.50: the chair concludes at once
     assert turn_order(events) == [(1, "speech", "A"), (1, "conclusion", "M")]
     [completed] = of_type(events, "room_completed")
