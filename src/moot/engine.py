@@ -715,7 +715,7 @@ class Run(Steerable):
         retries = self.room.limits.conclusion_retries
         for retry in range(retries + 1):
             try:
-                data = self._protocol.read(self.room, turn, completion.text)
+                data = self._protocol.read(self.room, turn, completion.text, self.transcript)
                 return replace(completion, usage=usage), label, data
             except Unreadable as unreadable:
                 if retry == retries:

@@ -188,6 +188,43 @@ class PositionsRecorded(_Event):
     leading: str  # the stance with the most weight
 
 
+class RankedAnswer(BaseModel):
+    agent: str
+    mean_rank: float | None  # None when no review ranked it
+    first_places: int
+    reviews: int
+
+
+class RankingsAggregated(_Event):
+    """council: how the members ranked each other's anonymous answers, best first."""
+
+    type: Literal["rankings_aggregated"] = "rankings_aggregated"
+    round: int
+    answers: list[RankedAnswer]
+
+
+class SpeakerSelected(_Event):
+    """selector: who speaks next, who chose (the chair, round robin, chance or a person) and why."""
+
+    type: Literal["speaker_selected"] = "speaker_selected"
+    round: int
+    speaker: str
+    by: str
+    reason: str = ""
+
+
+class EstimatesAggregated(_Event):
+    """delphi: the members' numeric answers of a round, aggregated: median and spread."""
+
+    type: Literal["estimates_aggregated"] = "estimates_aggregated"
+    round: int
+    estimates: dict[str, float]
+    median: float | None
+    low: float | None
+    high: float | None
+    spread: float | None  # the interquartile range
+
+
 class RoomConcluded(_Event):
     """The structured conclusion (B11); `fallback` when it was made without a valid model answer (B12)."""
 
@@ -246,6 +283,9 @@ Event = Annotated[
     | HistoryCompressed
     | RoundCompleted
     | PositionsRecorded
+    | RankingsAggregated
+    | SpeakerSelected
+    | EstimatesAggregated
     | RoomConcluded
     | RoomCompleted
     | RoomPaused

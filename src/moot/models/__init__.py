@@ -89,6 +89,9 @@ class TurnContext:
     earlier: tuple[tuple[str, str], ...] = ()  # (speaker, text) of visible speeches, oldest first
     interventions: tuple[str, ...] = ()  # what people said that this turn should address
     members: tuple[str, ...] = ()
+    ask: str = ""  # the prompt a protocol chose for the turn (council_rank, delphi_estimate, ...)
+    options: tuple[str, ...] = ()  # what the turn chooses among: answer labels to rank, speakers to name
+    side: str = ""  # debate: the speaker's side
 
 
 @dataclass(frozen=True, slots=True)

@@ -632,6 +632,10 @@ def _compose(request: ModelRequest, seed: int) -> str:
     turn = _Turn(
         ctx, _VOICES[language], language, seed, _rng(seed, ctx.speaker, ctx.kind, ctx.round, ctx.task)
     )
+    if ctx.kind == "ranking":
+        return turn.ranking()
+    if ctx.kind == "selection":
+        return turn.selection()
     if ctx.kind == "conclusion" or request.json_output:
         return turn.conclusion()
     build = {"opening": turn.opening, "summary": turn.summary, "digest": turn.digest}.get(
@@ -834,6 +838,35 @@ class _Turn:
                 focus = voice.focus_cond.format(names=self.names(cond))
             parts.append(self.pick(voice.next_focus, next=ctx.round + 1, focus=focus))
         return self.join(parts)
+
+    def ranking(self) -> str:
+        """Ranks anonymous answers: those that share the reviewer's stance first, the rest by the seed."""
+        mine = self.stance()
+        texts = dict(self.ctx.earlier)
+        labels = list(self.ctx.options)
+        self.rng.shuffle(labels)
+        labels.sort(key=lambda label: _relation(mine, _stance_of(texts.get(label, ""))) != "agree")
+        reason = (
+            "与我立场一致、论证具体的回答排在前面"
+            if self.language == "zh"
+            else "answers that argue my view concretely come first"
+        )
+        return json.dumps({"ranking": labels, "reason": reason}, ensure_ascii=False)
+
+    def selection(self) -> str:
+        """Names who has waited longest to speak (the first of the options in a tie), with why."""
+        ctx = self.ctx
+        last_spoke = {name: index for index, (name, _) in enumerate(ctx.earlier)}
+        options = list(ctx.options) or list(ctx.members)
+        chosen = min(options, key=lambda name: (last_spoke.get(name, -1), options.index(name)))
+        heard = chosen in last_spoke
+        if self.language == "zh":
+            reason = f"{chosen}已经有一阵没发言了" if heard else f"我们还没有听到{chosen}的意见"
+        else:
+            reason = (
+                f"{chosen} has not spoken for a while" if heard else f"we have not heard from {chosen} yet"
+            )
+        return json.dumps({"next": chosen, "reason": reason}, ensure_ascii=False)
 
     def member_positions(self) -> list[dict[str, object]]:
         """Each member's stance as read from their words, with a confidence and whether it moved."""

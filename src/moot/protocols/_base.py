@@ -187,7 +187,7 @@ class Protocol(ABC):
             max_tokens=max_tokens, temperature=temperature, ask=turn.ask,
         )  # fmt: skip
 
-    def read(self, room: RoomSpec, turn: Turn, text: str) -> dict[str, Any] | None:
+    def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:
         """What the protocol needs out of a turn's answer, or None when it needs nothing.
 
         Raises `Unreadable` when the answer lacks it: the turn is asked once more with the error (B11's
