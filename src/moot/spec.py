@@ -340,6 +340,9 @@ class RoomSpec(_Spec):
             if agent.colour is None:
                 agent.colour = PALETTE[index % len(PALETTE)]
             self.model_for(agent, where=f"agents[{index}].model")
+        for name in self.sides or {}:
+            if not any(a.name == name for a in self.agents):
+                raise ValueError(f"sides: '{name}' is not one of the agents")
         moderators = [a.name for a in self.agents if a.role == "moderator"]
         if len(moderators) > 1:
             raise ValueError(

@@ -642,6 +642,8 @@ def _compose(request: ModelRequest, seed: int) -> str:
         ctx.kind, turn.speech
     )
     text = _TIDY.sub(r"\1\2", MARKERS[language] + build())
+    if ctx.ask == "delphi_estimate":
+        text += f"\n\nESTIMATE: {turn.estimate():g}"
     if ctx.kind == "summary":
         block = json.dumps({"positions": turn.member_positions()}, ensure_ascii=False)
         text += f"\n\n```json\n{block}\n```"
@@ -687,8 +689,11 @@ class _Turn:
 
     def stance(self) -> Stance:
         """One stance per speaker for the whole run, spread over the seats so that a room disagrees;
-        a cautious persona never supports outright and a bold one never opposes outright."""
+        a cautious persona never supports outright and a bold one never opposes outright. A debater
+        argues their side."""
         ctx = self.ctx
+        if ctx.side:
+            return "support" if ctx.side == "proposition" else "oppose"
         if ctx.speaker in ctx.members:
             order = list(_STANCES)
             _rng(self.seed, "stances", ctx.task).shuffle(order)
@@ -838,6 +843,26 @@ class _Turn:
                 focus = voice.focus_cond.format(names=self.names(cond))
             parts.append(self.pick(voice.next_focus, next=ctx.round + 1, focus=focus))
         return self.join(parts)
+
+    def estimate(self) -> float:
+        """A number from 0 to 100 that leans with the speaker's stance, and moves halfway to the panel's
+        median once earlier estimates are in view."""
+        lean = {"support": 75.0, "conditional": 55.0, "oppose": 25.0}.get(self.stance(), 50.0)
+        own = lean + _rng(self.seed, self.ctx.speaker, self.ctx.task, "estimate").uniform(-10, 10)
+        seen = [
+            float(m)
+            for _, text in self.ctx.earlier
+            for m in re.findall(r"ESTIMATE:\s*(-?\d+(?:\.\d+)?)", text)
+        ]
+        if seen:
+            others = sorted(seen)
+            median = (
+                others[len(others) // 2]
+                if len(others) % 2
+                else sum(others[len(others) // 2 - 1 : len(others) // 2 + 1]) / 2
+            )
+            own = own + (median - own) * min(1.0, 0.5 * (self.ctx.round - 1))
+        return round(own)
 
     def ranking(self) -> str:
         """Ranks anonymous answers: those that share the reviewer's stance first, the rest by the seed."""
