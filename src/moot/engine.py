@@ -59,7 +59,7 @@ from moot.models.retry import complete, retrying
 from moot.positions import Position
 from moot.pricing import priced
 from moot.prompts import digest_request, is_stop_command, texts
-from moot.protocols import Finish, Step, Turn, Unreadable, get_protocol
+from moot.protocols import Finish, Protocol, Step, Turn, Unreadable, get_protocol
 from moot.scrub import scrub
 from moot.spec import AgentSpec, ModelSpec, RoomSpec
 from moot.termination import Condition
@@ -239,11 +239,13 @@ class Run(Steerable):
         after_start: Sequence[Event] = (),
         termination: Condition | None = None,
         clock: Callable[[], float] = time.monotonic,
+        protocol: Protocol | None = None,
     ) -> None:
         """`after_start`: events to emit right after `room_started` (a resumed run's notice of cut turns).
 
         `termination` replaces the conditions the room file asks for (`moot.termination`); `clock` measures
-        the run's time budget (seconds, monotonic), and tests give their own.
+        the run's time budget (seconds, monotonic), and tests give their own. `protocol` replaces the
+        protocol the room names with one built in code (a `Selector` with its own `choose` function).
         """
         self.room = room
         self.room_id = room_id or uuid.uuid4().hex[:12]
@@ -251,7 +253,7 @@ class Run(Steerable):
         self.status: RunStatus = "idle"
         self._result: RunResult | None = None
         self._resumed = len(self.transcript) > 0
-        self._protocol = get_protocol(room.protocol)
+        self._protocol = protocol or get_protocol(room.protocol)
         self._termination = termination
         self._clock = clock
         self._began: float | None = None
