@@ -113,6 +113,10 @@ class Protocol(StrEnum):
     board = "board"
     sequential = "sequential"
     parallel = "parallel"
+    council = "council"
+    selector = "selector"
+    delphi = "delphi"
+    debate = "debate"
 
 
 class Lang(StrEnum):

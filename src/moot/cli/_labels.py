@@ -51,6 +51,9 @@ class Labels:
     positions: str
     stances: dict[str, str]
     consensus_score: str
+    ranked: str
+    selected: str
+    estimates: str
     estimated: str
     paused: str
     stopped: str
@@ -129,6 +132,9 @@ EN = Labels(
         "undecided": "undecided",
     },
     consensus_score="Round {n}: consensus {score:.0%} ({leading})",
+    ranked="Peer ranking (mean rank, first places): {lines}",
+    selected="{speaker} speaks next ({by}): {reason}",
+    estimates="Round {n} estimates: median {median:g}, from {low:g} to {high:g}",
     estimated="~ estimated: the model reported no usage",
     paused="Discussion paused at round {n} ({reason}).",
     stopped="Discussion stopped at round {n} ({reason}); it was not saved, so it cannot be resumed.",
@@ -192,6 +198,9 @@ ZH = Labels(
     positions="各方立场",
     stances={"support": "支持", "oppose": "反对", "conditional": "有条件支持", "undecided": "未表态"},
     consensus_score="第 {n} 轮：共识度 {score:.0%}（{leading}）",
+    ranked="互评排名（平均名次，第一名次数）：{lines}",
+    selected="下一位发言：{speaker}（{by}）：{reason}",
+    estimates="第 {n} 轮估计：中位数 {median:g}，范围 {low:g} 到 {high:g}",
     estimated="~ 为估算值：模型未报告用量",
     paused="讨论已在第 {n} 轮暂停（{reason}）。",
     stopped="讨论已在第 {n} 轮停止（{reason}）；本次讨论未保存，无法继续。",

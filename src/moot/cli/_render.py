@@ -27,10 +27,12 @@ from moot.cli._labels import EN, Labels, labels
 from moot.events import (
     AgentInfo,
     AgentState,
+    EstimatesAggregated,
     Event,
     HistoryCompressed,
     InterventionAdded,
     PositionsRecorded,
+    RankingsAggregated,
     RoomCompleted,
     RoomConcluded,
     RoomFailed,
@@ -40,6 +42,7 @@ from moot.events import (
     RoundCompleted,
     RoundProgress,
     RoundStarted,
+    SpeakerSelected,
     TurnCompleted,
     TurnDelta,
     TurnFailed,
@@ -418,6 +421,20 @@ class Renderer:
             self.console.print(Text(f"⋯ {message}", style="dim"))
         elif isinstance(event, RoomConcluded):
             self.console.print(self._conclusion(event))
+        elif isinstance(event, RankingsAggregated):
+            lines = ", ".join(
+                f"{a.agent} {a.mean_rank:g} ({a.first_places})"
+                for a in event.answers
+                if a.mean_rank is not None
+            )
+            self.console.print(Text(f"◆ {t.ranked.format(lines=lines or '-')}", style="dim"))
+        elif isinstance(event, SpeakerSelected):
+            chosen = t.selected.format(speaker=event.speaker, by=event.by, reason=event.reason)
+            self.console.print(Text(f"→ {chosen}", style="dim"))
+        elif isinstance(event, EstimatesAggregated):
+            if event.median is not None and event.low is not None and event.high is not None:
+                said = t.estimates.format(n=event.round, median=event.median, low=event.low, high=event.high)
+                self.console.print(Text(f"◆ {said}", style="dim"))
         elif isinstance(event, PositionsRecorded):
             leading = t.stances.get(event.leading, event.leading)
             score = t.consensus_score.format(n=event.round, score=event.consensus, leading=leading)
