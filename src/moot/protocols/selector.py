@@ -59,7 +59,10 @@ class Selector(Protocol):
         chair = self.chair(room)
         for round_ in range(1, room.max_rounds + 1):
             turn_robin = members[(round_ - 1) % len(members)]
-            if self.choose is not None:
+            spoken = next((e.speaker for e in transcript if e.kind == "speech" and e.round == round_), None)
+            if self.choose is not None and spoken is not None:
+                speaker = spoken  # the function chose already: it is asked once per round, never again
+            elif self.choose is not None:
                 named = self.choose(room, transcript, round_)
                 speaker = named if named in members else turn_robin
             elif room.speaker_selection == "chair" and chair is not None:
