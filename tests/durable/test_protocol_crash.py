@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,16 @@ import pytest
 from cli._proc import json_lines, moot
 
 from ._support import HANG, board, room, room_file, stored_turns
-from .test_crash import assert_complete_once, cut, delta_of, nth
+from .test_crash import Predicate, assert_complete_once, cut, delta_of, nth
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-# where to cut each protocol: deep in the step that makes it what it is
-CUTS: dict[str, tuple[Any, dict[str, Any]]] = {
-    "council": (nth(2, delta_of("ranking")), {"max_rounds": 1}),  # one round: answers, reviews, synthesis
-    "selector": (nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"].startswith("r2:")), {"max_rounds": 3}),
-    "delphi": (nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"].startswith("r2:")), {}),
-    "debate": (nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"] == "r1:speech:Ben"), {"sides": {"Ana": "proposition", "Ben": "opposition"}}),
+# where to cut each protocol, deep in the step that makes it what it is (each predicate counts: made anew per test)
+CUTS: dict[str, tuple[Callable[[], Predicate], dict[str, Any]]] = {
+    "council": (lambda: nth(2, delta_of("ranking")), {"max_rounds": 1}),  # one round: answers, reviews, synthesis
+    "selector": (lambda: nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"].startswith("r2:")), {"max_rounds": 3}),
+    "delphi": (lambda: nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"].startswith("r2:")), {}),
+    "debate": (lambda: nth(3, lambda e: e["type"] == "turn_delta" and e["turn_id"] == "r1:speech:Ben"), {"sides": {"Ana": "proposition", "Ben": "opposition"}}),
 }  # fmt: skip
 
 
@@ -31,7 +32,8 @@ CUTS: dict[str, tuple[Any, dict[str, Any]]] = {
 def test_a_protocol_killed_mid_step_resumes_to_the_same_transcript(
     protocol: str, db_url: str, tmp_path: Path
 ) -> None:
-    at, changes = CUTS[protocol]
+    make, changes = CUTS[protocol]
+    at = make()
     data = board(200, protocol=protocol, **changes)
     path = room_file(tmp_path, data)
     returncode, events, stderr = cut(["run", str(path), "--save", "--json"], at, signal.SIGKILL)
