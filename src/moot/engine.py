@@ -247,9 +247,10 @@ class Run(Steerable):
         the run's time budget (seconds, monotonic), and tests give their own. `protocol` replaces the
         protocol the room names with one built in code (a `Selector` with its own `choose` function).
         """
-        self.room = room
         self.room_id = room_id or uuid.uuid4().hex[:12]
         self.transcript = transcript if transcript is not None else Transcript()
+        self._room = room
+        self.room = with_follow_ups(room, self.transcript)
         self.status: RunStatus = "idle"
         self._result: RunResult | None = None
         self._resumed = len(self.transcript) > 0
@@ -514,6 +515,7 @@ class Run(Steerable):
             await self._commit(Entry(kind="task", round=0, stage=-1, speaker=USER, text=room.task))  # L4
         while True:
             await self._take_interventions()
+            room = self.room  # a follow-up question taken just now may have added rounds
             step = self._protocol.next_step(
                 room, self.transcript, elapsed=self._elapsed(), condition=self._termination
             )
@@ -584,6 +586,7 @@ class Run(Steerable):
         for author, text, ref in pending:
             last = self.transcript.entries[-1].key if len(self.transcript) else (0, -1, 0, 0)
             stop = is_stop_command(text)
+            follow_up = not stop and self.transcript.concluded  # a question to a concluded room
             entry = Entry(
                 kind="intervention",
                 round=last[0],
@@ -591,12 +594,18 @@ class Run(Steerable):
                 slot=_AFTER_STEP,
                 speaker=USER,
                 text=text,
-                command="stop" if stop else None,
+                command="stop" if stop else "follow_up" if follow_up else None,
                 ref=ref,
+                data={"rounds": self._room.follow_up_rounds} if follow_up else None,
             )
             await self._commit(
-                entry, InterventionAdded(round=entry.round, author=author, text=text, stop=stop)
+                entry,
+                InterventionAdded(
+                    round=entry.round, author=author, text=text, stop=stop, follow_up=follow_up
+                ),
             )
+            if follow_up:
+                self.room = with_follow_ups(self._room, self.transcript)
 
     # ---- turns --------------------------------------------------------------------------------------------
 
@@ -1206,9 +1215,19 @@ class Run(Steerable):
                 speaker=agent.name,
                 fallback=fallback,
                 provisional=provisional,
+                number=len(self.transcript.conclusions()) + 1,
                 **conclusion.model_dump(),
             ),
         )
+
+
+def with_follow_ups(room: RoomSpec, transcript: Transcript) -> RoomSpec:
+    """The room as it now runs: a follow-up question to a concluded room adds its rounds after it."""
+    follow_up = transcript.follow_up
+    if follow_up is None:
+        return room
+    rounds = int((follow_up.data or {}).get("rounds", room.follow_up_rounds))
+    return room.model_copy(update={"max_rounds": max(room.max_rounds, follow_up.round + rounds)})
 
 
 def check_intervention(text: str) -> str:

@@ -155,6 +155,7 @@ class InterventionAdded(_Event):
     author: str
     text: str
     stop: bool = False
+    follow_up: bool = False  # a question to a concluded room: more rounds follow, then a new conclusion
 
 
 class HistoryCompressed(_Event):

@@ -70,6 +70,11 @@ def to_json(room_id: str, spec: RoomSpec, transcript: Transcript, *, status: str
         "conclusion": (conclusion.model_dump() | {"fallback": entry.fallback})
         if conclusion and entry
         else None,
+        "conclusions": [
+            (e.conclusion.model_dump() | {"number": n, "round": e.round, "fallback": e.fallback})
+            for n, e in enumerate(transcript.conclusions(), 1)
+            if e.conclusion is not None
+        ],
         "usage": _usage(transcript.usage()),
         "usage_by_agent": {name: _usage(u) for name, u in transcript.usage_by_speaker().items()},
         "cost_usd": transcript.cost_usd(),
@@ -83,7 +88,12 @@ def to_markdown(room_id: str, spec: RoomSpec, transcript: Transcript, *, status:
     lines = [f"# {spec.title or spec.task.splitlines()[0][:100]}", ""]
     lines += [f"**{h['task']}:** {spec.task}", "", f"`{room_id}` · {spec.protocol} · {status}", ""]
     current = -1
+    earlier = transcript.conclusions()[:-1]  # a follow-up question went on past these: kept, numbered
     for entry in transcript:
+        if entry.kind == "conclusion" and entry in earlier and entry.conclusion is not None:
+            lines += ["", f"## {h['conclusion']} {earlier.index(entry) + 1}", ""]
+            lines += _conclusion_lines(entry.conclusion, entry.fallback, h)
+            continue
         if entry.kind in ("task", "conclusion"):
             continue
         if entry.round != current and entry.kind != "intervention":
@@ -92,25 +102,29 @@ def to_markdown(room_id: str, spec: RoomSpec, transcript: Transcript, *, status:
         lines += _entry_lines(entry, spec.language)
     conclusion_entry = transcript.conclusion
     if conclusion_entry is not None and conclusion_entry.conclusion is not None:
-        c = conclusion_entry.conclusion
-        lines += ["", f"## {h['conclusion']}", ""]
-        if conclusion_entry.fallback:
-            lines += [f"_{h['fallback']}_", ""]
-        lines += [f"**{h['summary']}:** {c.summary}", "", f"**{h['advice']}:** {c.decision_advice}", ""]
-        for title, points in ((h["consensus"], c.consensus_points), (h["dissent"], c.dissent_points)):
-            if points:
-                lines += [f"**{title}:**", "", *(f"- {p}" for p in points), ""]
-        if c.positions:
-            lines += [f"**{h['positions']}:**", ""]
-            lines += [
-                f"- {p.agent}: {p.stance} ({p.confidence:.2f}){' — ' + p.reason if p.reason else ''}"
-                for p in c.positions
-            ]
-            lines += [""]
+        numbered = f" {len(earlier) + 1}" if earlier else ""
+        lines += ["", f"## {h['conclusion']}{numbered}", ""]
+        lines += _conclusion_lines(conclusion_entry.conclusion, conclusion_entry.fallback, h)
     usage = transcript.usage()
     cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd else ""
     lines += ["", f"_{h['usage']}: {usage.total_tokens}{' (~)' if usage.estimated else ''}{cost}_", ""]
     return "\n".join(lines)
+
+
+def _conclusion_lines(c: Conclusion, fallback: bool, h: dict[str, str]) -> list[str]:
+    lines = [f"_{h['fallback']}_", ""] if fallback else []
+    lines += [f"**{h['summary']}:** {c.summary}", "", f"**{h['advice']}:** {c.decision_advice}", ""]
+    for title, points in ((h["consensus"], c.consensus_points), (h["dissent"], c.dissent_points)):
+        if points:
+            lines += [f"**{title}:**", "", *(f"- {p}" for p in points), ""]
+    if c.positions:
+        lines += [f"**{h['positions']}:**", ""]
+        lines += [
+            f"- {p.agent}: {p.stance} ({p.confidence:.2f}){' — ' + p.reason if p.reason else ''}"
+            for p in c.positions
+        ]
+        lines += [""]
+    return lines
 
 
 def _entry_lines(entry: Entry, language: str) -> list[str]:

@@ -333,7 +333,7 @@ def _interventions_since_last_turn(visible: Sequence[Entry], speaker: str) -> li
     for entry in reversed(visible):
         if entry.speaker == speaker and entry.is_turn:
             break
-        if entry.kind == "intervention" and entry.command is None:
+        if entry.kind == "intervention" and entry.command != "stop":
             texts_.append(entry.text)
     return texts_[::-1]
 

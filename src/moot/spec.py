@@ -324,7 +324,13 @@ class RoomSpec(_Spec):
     sides: dict[str, Literal["proposition", "opposition"]] | None = Field(
         None, description="debate only: each debater's side, by name."
     )
-    speaker_selection: Literal["chair", "round_robin", "random", "manual"] = Field(
+    follow_up_rounds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Rounds a follow-up question to a concluded room adds before it concludes again.",
+    )
+    speaker_selection: Literal["chair", "round_robin", "random"] = Field(
         "chair", description="selector only: who names the next speaker."
     )
 

@@ -51,7 +51,7 @@ class Entry(BaseModel):
     model: str | None = None
     colour: str | None = None
     finish_reason: str | None = None
-    command: Literal["stop"] | None = None
+    command: Literal["stop", "follow_up"] | None = None
     ref: str | None = None  # intervention: the id it was stored under on arrival, before it joined
     covers: Key | None = None  # digest: summarises the entries whose key is below this
     conclusion: Conclusion | None = None
@@ -164,8 +164,25 @@ class Transcript:
 
     @property
     def concluded(self) -> bool:
-        """The conclusion turn is in: the discussion is over. A provisional conclusion does not end it."""
-        return any(e.kind == "conclusion" for e in reversed(self._entries))
+        """The conclusion turn is in (after the last follow-up question, if any): the discussion is over.
+        A provisional conclusion does not end it."""
+        since = self.segment
+        return any(e.kind == "conclusion" and e.key > since for e in reversed(self._entries))
+
+    @property
+    def follow_up(self) -> Entry | None:
+        """The last follow-up question asked of a concluded discussion, or None."""
+        return next((e for e in reversed(self._entries) if e.command == "follow_up"), None)
+
+    @property
+    def segment(self) -> Key:
+        """Where the discussion now going on began: after the last follow-up question, else at the start."""
+        follow_up = self.follow_up
+        return follow_up.key if follow_up is not None else (0, -2, 0, 0)
+
+    def conclusions(self) -> list[Entry]:
+        """Every conclusion given, oldest first: one per follow-up question after the first."""
+        return [e for e in self._entries if e.kind == "conclusion"]
 
     @property
     def last_round(self) -> int:
@@ -174,7 +191,9 @@ class Transcript:
 
     @property
     def stop_requested(self) -> bool:
-        return any(e.command == "stop" for e in self._entries)
+        """A person said stop in the discussion now going on (a follow-up question starts a new one)."""
+        since = self.segment
+        return any(e.command == "stop" and e.key > since for e in self._entries)
 
     def usage(self) -> Usage:
         total = Usage()

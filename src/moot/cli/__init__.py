@@ -237,6 +237,23 @@ def resume(room_id: RoomId, json_output: JsonFlag = False, interactive: Interact
     raise typer.Exit(_rooms.stored(_rooms.resume(room_id, sink, interactive=interactive)))
 
 
+@app.command("continue")
+def continue_room(
+    room_id: RoomId,
+    question: Annotated[str, typer.Argument(help="The follow-up question for the concluded room.")],
+    json_output: JsonFlag = False,
+    interactive: InteractiveFlag = False,
+) -> None:
+    """Ask a concluded room a follow-up question: it discusses it for more rounds and concludes again.
+
+    Earlier conclusions are kept, numbered. Exits with 2 when the room has not concluded or is unknown.
+    """
+    from moot.cli import _rooms
+
+    sink = _sink(json_output, interactive=interactive)
+    raise typer.Exit(_rooms.stored(_rooms.follow_up(room_id, question, sink, interactive=interactive)))
+
+
 @app.command()
 def show(room_id: RoomId) -> None:
     """Print a stored room's discussion: rounds, speakers, interventions, summaries and the conclusion."""

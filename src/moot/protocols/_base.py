@@ -131,6 +131,8 @@ class Protocol(ABC):
         """The first step of the plan not yet done, unless a termination condition ends the discussion."""
         condition = condition or self.termination(room)
         reason = condition.check(State(room, transcript, elapsed=elapsed))
+        follow_up = transcript.follow_up
+        answered = follow_up.round if follow_up is not None else -1  # rounds before it ended already
         if reason is None:
             for step in self.plan(room, transcript):
                 remaining = tuple(
@@ -142,6 +144,8 @@ class Protocol(ABC):
                     if reason is None:
                         return upcoming
                     break
+                if step.round <= answered:
+                    continue
                 reason = condition.check(State(room, transcript, just_finished=step, elapsed=elapsed))
                 if reason is not None:
                     break

@@ -77,9 +77,13 @@ class Council(Protocol):
     chaired = True
 
     def plan(self, room: RoomSpec, transcript: Transcript) -> Iterator[Step]:
+        """One round; a follow-up question to the concluded council adds rounds of answers and reviews."""
         names = [a.name for a in room.members]
-        yield together("speech", names, 1, 0, ask="council_answer")
-        yield together("ranking", names, 1, 1, ask="council_rank")
+        follow_up = transcript.follow_up
+        rounds = [1, *(range(follow_up.round + 1, room.max_rounds + 1) if follow_up is not None else ())]
+        for round_ in rounds:
+            yield together("speech", names, round_, 0, ask="council_answer")
+            yield together("ranking", names, round_, 1, ask="council_rank")
 
     def request(
         self,
@@ -105,7 +109,7 @@ class Council(Protocol):
             )  # fmt: skip
             return _with(request, ask=turn.ask)
         if turn.kind == "ranking":
-            answers = _answers(transcript, exclude=agent.name)
+            answers = _answers(transcript, turn.round, exclude=agent.name)
             labels = labels_for(room, agent.name, list(answers))
             shown = "\n\n".join(f"[{label}] {answers[author]}" for label, author in labels.items())
             prompt = t["rank"].format(task=room.task, answers=shown, labels=", ".join(labels))
@@ -137,21 +141,30 @@ class Council(Protocol):
     def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:
         if turn.kind != "ranking":
             return None
-        labels = labels_for(room, turn.speaker, list(_answers(transcript, exclude=turn.speaker)))
+        labels = labels_for(room, turn.speaker, list(_answers(transcript, turn.round, exclude=turn.speaker)))
         ranking = _parse_ranking(text, list(labels))
         return {"ranking": [labels[label] for label in ranking], "labels": labels}
 
     def after_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
         if not any(t.kind == "ranking" for t in step.turns):
             return []
-        return [RankingsAggregated(round=step.round, answers=aggregate(room, transcript))]
+        return [RankingsAggregated(round=step.round, answers=aggregate(room, transcript, step.round))]
 
 
-def aggregate(room: RoomSpec, transcript: Transcript) -> list[RankedAnswer]:
-    """Each answer's mean rank over the reviews that ranked it, and how often it came first; best first."""
+def aggregate(room: RoomSpec, transcript: Transcript, round_: int | None = None) -> list[RankedAnswer]:
+    """Each answer's mean rank over the reviews that ranked it, and how often it came first; best first.
+    The last round's reviews unless a round is given."""
+    if round_ is None:
+        round_ = max((e.round for e in transcript if e.kind == "ranking"), default=1)
     ranks: dict[str, list[int]] = {a.name: [] for a in room.members}
     for entry in transcript:
-        if entry.kind == "ranking" and not entry.failed and entry.data and "ranking" in entry.data:
+        if (
+            entry.kind == "ranking"
+            and entry.round == round_
+            and not entry.failed
+            and entry.data
+            and "ranking" in entry.data
+        ):
             for place, author in enumerate(entry.data["ranking"], 1):
                 ranks.setdefault(author, []).append(place)
     answers = [
@@ -171,11 +184,11 @@ def _line(answer: RankedAnswer) -> str:
     return f"{answer.agent} {mean} ({answer.first_places})"
 
 
-def _answers(transcript: Transcript, *, exclude: str) -> dict[str, str]:
+def _answers(transcript: Transcript, round_: int, *, exclude: str) -> dict[str, str]:
     return {
         e.speaker: e.text
         for e in transcript
-        if e.kind == "speech" and e.round == 1 and not e.failed and e.text and e.speaker != exclude
+        if e.kind == "speech" and e.round == round_ and not e.failed and e.text and e.speaker != exclude
     }
 
 
