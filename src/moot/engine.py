@@ -1227,7 +1227,7 @@ def with_follow_ups(room: RoomSpec, transcript: Transcript) -> RoomSpec:
     if follow_up is None:
         return room
     rounds = int((follow_up.data or {}).get("rounds", room.follow_up_rounds))
-    return room.model_copy(update={"max_rounds": max(room.max_rounds, follow_up.round + rounds)})
+    return room.model_copy(update={"max_rounds": follow_up.round + rounds})
 
 
 def check_intervention(text: str) -> str:
