@@ -25,6 +25,7 @@ from moot.conclusion import Conclusion, ConclusionInvalid, parse_conclusion
 from moot.events import (
     AgentInfo,
     AgentState,
+    ChoiceRequested,
     Event,
     HistoryCompressed,
     InterventionAdded,
@@ -267,6 +268,7 @@ class Run(Steerable):
         self._channel = _Channel(_QUEUE_SIZE)
         self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
         self._pending: list[tuple[str, str, str | None]] = []
+        self._words = asyncio.Event()  # set when words arrive: a discussion waiting for a choice goes on
         self._driver: asyncio.Task[None] | None = None
         self._work: asyncio.Task[None] | None = None
         self._pause_reason: str | None = None
@@ -300,6 +302,7 @@ class Run(Steerable):
         `ref` is the id under which a store kept the intervention on arrival; it comes back on the entry.
         """
         self._pending.append((author, check_intervention(text), ref))
+        self._words.set()
 
     def stop(self) -> None:
         """Ends the discussion early, with a conclusion where the room has a moderator."""
@@ -544,6 +547,9 @@ class Run(Steerable):
                     )
                 )
                 return
+            if step.awaiting:
+                await self._await_choice(step)
+                continue
             await self._enter_round(step)
             if step.concurrent and len(step.turns) > 1:
                 await self._run_together(step)
@@ -564,6 +570,14 @@ class Run(Steerable):
             if self.transcript.cost_usd() + so_far.cost_usd >= limits.max_cost_usd:
                 return "cost_budget"
         return None
+
+    async def _await_choice(self, step: Step) -> None:
+        """Asks a person to choose, then waits for words (a pause ends the wait like any other step)."""
+        if not self._pending:
+            self._words.clear()
+            prompt = texts(self.room.language).choose.format(options=", ".join(step.awaiting))
+            await self._emit(ChoiceRequested(round=step.round, options=list(step.awaiting), prompt=prompt))
+            await self._words.wait()
 
     def _elapsed(self) -> float | None:
         return None if self._began is None else self._clock() - self._began

@@ -214,6 +214,16 @@ class SpeakerSelected(_Event):
     reason: str = ""
 
 
+class ChoiceRequested(_Event):
+    """The discussion waits for a person's choice (selector with `speaker_selection: manual`): send one of
+    `options` as words (`moot run --interactive`, POST .../messages, the WebSocket)."""
+
+    type: Literal["choice_requested"] = "choice_requested"
+    round: int
+    options: list[str]
+    prompt: str
+
+
 class EstimatesAggregated(_Event):
     """delphi: the members' numeric answers of a round, aggregated: median and spread."""
 
@@ -286,6 +296,7 @@ Event = Annotated[
     | PositionsRecorded
     | RankingsAggregated
     | SpeakerSelected
+    | ChoiceRequested
     | EstimatesAggregated
     | RoomConcluded
     | RoomCompleted

@@ -46,6 +46,7 @@ class _Texts:
     conclusion: str
     conclusion_retry: str
     read_retry: str
+    choose: str
     digest: str
     fallback_summary: str
     fallback_advice: str
@@ -110,6 +111,7 @@ TEXTS: dict[str, _Texts] = {
             "Your answer could not be used: {error}. Answer again with only the JSON object, exactly as asked."
         ),
         read_retry="Your answer could not be used: {error}. Answer again, exactly as asked.",
+        choose="Who speaks next? Send one of: {options}",
         digest=(
             "Summarise the discussion so far faithfully and briefly, in English: who said what, their "
             "positions, agreements, disagreements and anything people asked. Your summary will stand in for "
@@ -164,6 +166,7 @@ TEXTS: dict[str, _Texts] = {
         ),
         conclusion_retry="你的回答无法使用：{error}。请严格按要求重新回答，只输出JSON对象。",
         read_retry="你的回答无法使用：{error}。请严格按要求重新回答。",
+        choose="下一位由谁发言？请发送其中一个名字：{options}",
         digest=(
             "请用中文忠实而简要地总结目前为止的讨论：谁说了什么、各自的立场、共识、分歧，以及用户提出的问题。"
             "你的总结将代替完整记录供后续发言者参考。\n\n{history}"

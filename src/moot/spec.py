@@ -330,7 +330,7 @@ class RoomSpec(_Spec):
         le=20,
         description="Rounds a follow-up question to a concluded room adds before it concludes again.",
     )
-    speaker_selection: Literal["chair", "round_robin", "random"] = Field(
+    speaker_selection: Literal["chair", "round_robin", "random", "manual"] = Field(
         "chair", description="selector only: who names the next speaker."
     )
 

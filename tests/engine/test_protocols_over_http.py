@@ -211,3 +211,35 @@ async def test_the_simulated_model_plays_every_role(protocol: str, language: str
     }
     if protocol in expected:
         assert of_type(events, expected[protocol])
+
+
+async def test_selector_manual_waits_for_a_persons_choice() -> None:
+    async with FakeLLMServer(reply=_reply) as server:
+        run = Run(_room(server, "selector", speaker_selection="manual"))
+        choices = iter(["bob", "Nobody in particular", "/next Alice"])
+        events: list[Event] = []
+        async for event in run:
+            events.append(event)
+            if event.type == "choice_requested":
+                assert event.options == list(NAMES)
+                run.intervene(next(choices))
+    assert run.result is not None and run.result.status == "completed"
+    assert [s for _, kind, s in turn_order(events) if kind == "speech"] == ["Bob", "Alice"]
+    assert len(of_type(events, "choice_requested")) == 3  # asked again after words that named nobody
+    assert not _bodies(server, "speak next")
+
+
+async def test_selector_manual_paused_while_waiting_asks_again_when_resumed() -> None:
+    async with FakeLLMServer(reply=_reply) as server:
+        spec = _room(server, "selector", speaker_selection="manual", max_rounds=1)
+        first = Run(spec)
+        async for event in first:
+            if event.type == "choice_requested":
+                first.pause("later")
+        assert first.result is not None and first.result.status == "paused"
+        second = Run(spec, transcript=first.transcript)
+        async for event in second:
+            if event.type == "choice_requested":
+                second.intervene("Carol")
+        assert second.result is not None and second.result.status == "completed"
+        assert [e.speaker for e in second.transcript if e.kind == "speech"] == ["Carol"]

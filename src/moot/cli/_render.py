@@ -27,6 +27,7 @@ from moot.cli._labels import EN, Labels, labels
 from moot.events import (
     AgentInfo,
     AgentState,
+    ChoiceRequested,
     EstimatesAggregated,
     Event,
     HistoryCompressed,
@@ -428,6 +429,8 @@ class Renderer:
                 if a.mean_rank is not None
             )
             self.console.print(Text(f"◆ {t.ranked.format(lines=lines or '-')}", style="dim"))
+        elif isinstance(event, ChoiceRequested):
+            self.console.print(Text(f"? {event.prompt}", style="bold yellow"))
         elif isinstance(event, SpeakerSelected):
             chosen = t.selected.format(speaker=event.speaker, by=event.by, reason=event.reason)
             self.console.print(Text(f"→ {chosen}", style="dim"))

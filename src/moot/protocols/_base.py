@@ -64,6 +64,7 @@ class Step:
     turns: tuple[Turn, ...]
     concurrent: bool = False
     stop_reason: StopReason | None = None  # set on the concluding step: why the discussion ended
+    awaiting: tuple[str, ...] = ()  # no turns: the discussion waits for a person to choose one of these
 
     @property
     def is_conclusion(self) -> bool:
@@ -135,6 +136,8 @@ class Protocol(ABC):
         answered = follow_up.round if follow_up is not None else -1  # rounds before it ended already
         if reason is None:
             for step in self.plan(room, transcript):
+                if step.awaiting:
+                    return step
                 remaining = tuple(
                     t for t in step.turns if not transcript.has_turn(t.round, t.kind, t.speaker)
                 )

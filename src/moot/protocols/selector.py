@@ -1,7 +1,8 @@
 """Selector: one speaker at a time, chosen as the discussion goes. Before each speech the chair names who
 speaks next and why (or, by the room's `speaker_selection`, round robin or chance; in the library, any
-function). A name that is not a member is asked for again, then round robin stands in. Each round is one
-speech, so `max_rounds` counts speeches.
+function; or `manual`, a person, who is asked with `choice_requested` and answers with a member's name).
+A name that is not a member is asked for again, then round robin stands in. Each round is one speech, so
+`max_rounds` counts speeches.
 
 Events: `speaker_selected` after the chair's choice.
 """
@@ -46,6 +47,20 @@ TEXTS: dict[str, dict[str, str]] = {
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
+def person_choice(transcript: Transcript, round_: int, members: Sequence[str]) -> str | None:
+    """The member a person named for a round: the first words since the last speech that are a member's
+    name (`Bob`, or `/next Bob`), any case."""
+    by_name = {m.casefold(): m for m in members}
+    last = [e for e in transcript if e.kind == "speech" and e.round < round_]
+    since = last[-1].key if last else (0, -2, 0, 0)
+    for entry in transcript:
+        if entry.kind == "intervention" and entry.key > since:
+            name = entry.text.strip().removeprefix("/next").strip().casefold()
+            if name in by_name:
+                return by_name[name]
+    return None
+
+
 class Selector(Protocol):
     name = "selector"
     chaired = True
@@ -72,6 +87,12 @@ class Selector(Protocol):
                     return
                 chosen = entry.data.get("next") if entry.data and not entry.failed else None
                 speaker = chosen if isinstance(chosen, str) and chosen in members else turn_robin
+            elif room.speaker_selection == "manual":
+                chosen = spoken or person_choice(transcript, round_, members)
+                if chosen is None:
+                    yield Step(round=round_, turns=(), awaiting=tuple(members))
+                    return
+                speaker = chosen
             elif room.speaker_selection == "random":
                 seed = hashlib.sha256(f"{room.task}\x1f{round_}".encode()).digest()
                 speaker = random.Random(int.from_bytes(seed[:8], "big")).choice(members)
