@@ -9,6 +9,7 @@ import pytest
 
 from moot.durable import DurableRun
 from moot.engine import Run, Steerable
+from moot.export import to_json, to_markdown
 from moot.models import ModelRequest, Usage
 from moot.models.testing import FunctionModel
 from moot.positions import Position, PositionsInvalid, consensus_score, parse_positions
@@ -222,6 +223,17 @@ async def test_every_turn_and_the_room_carry_their_cost() -> None:
     assert completed.cost_usd == pytest.approx(0.2 * len(completed_turns))
     assert completed.usage_by_agent["A"].cost_usd == pytest.approx(0.6)
     assert run.result is not None and run.result.cost_usd == completed.cost_usd
+
+
+async def test_exports_carry_the_cost_per_entry_agent_and_room() -> None:
+    spec = _priced_room()
+    conclusion = FunctionModel(lambda r: CONCLUSION, usage=Usage(input_tokens=100, output_tokens=100))
+    run, _ = await run_all(spec, {"A": _fixed(), "B": _fixed(), "M": conclusion})
+    document = json.loads(to_json("r", spec, run.transcript, status="completed"))
+    assert document["cost_usd"] == pytest.approx(0.2 * 7)
+    assert document["usage_by_agent"]["B"]["cost_usd"] == pytest.approx(0.6)
+    assert {e["usage"]["cost_usd"] for e in document["entries"] if e["usage"]} == {0.2}
+    assert "$1.4000" in to_markdown("r", spec, run.transcript, status="completed")
 
 
 async def test_max_cost_stops_a_room_whose_next_turn_would_pass_it() -> None:

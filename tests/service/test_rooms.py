@@ -294,6 +294,7 @@ async def test_health_and_metrics(shared_server: LiveServer) -> None:
         "moot_rooms_running",
         'moot_turns_total{outcome="completed"}',
         'moot_tokens_total{kind="output"}',
+        "moot_cost_usd_total",
         "moot_model_turn_seconds_bucket",
         "moot_stream_clients",
     ):
