@@ -551,6 +551,8 @@ class Run(Steerable):
                 await self._await_choice(step)
                 continue
             await self._enter_round(step)
+            if not step.is_conclusion:
+                await self._emit(*self._protocol.before_step(room, self.transcript, step))
             if step.concurrent and len(step.turns) > 1:
                 await self._run_together(step)
             else:

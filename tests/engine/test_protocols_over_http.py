@@ -140,6 +140,9 @@ async def test_selector_takes_a_python_function_in_the_library() -> None:
         run = Run(spec, protocol=Selector(choose=lambda room, transcript, round_: next(order)))
         events = await _run(spec, run)
     assert [s for _, kind, s in turn_order(events) if kind == "speech"] == ["Bob", "Bob", "Alice"]
+    assert [(e.speaker, e.by) for e in of_type(events, "speaker_selected")] == [
+        ("Bob", "function"), ("Bob", "function"), ("Alice", "function"),
+    ]  # fmt: skip
     assert not _bodies(server, "speak next")
 
 
@@ -226,6 +229,10 @@ async def test_selector_manual_waits_for_a_persons_choice() -> None:
     assert run.result is not None and run.result.status == "completed"
     assert [s for _, kind, s in turn_order(events) if kind == "speech"] == ["Bob", "Alice"]
     assert len(of_type(events, "choice_requested")) == 3  # asked again after words that named nobody
+    assert [(e.speaker, e.by) for e in of_type(events, "speaker_selected")] == [
+        ("Bob", "person"),
+        ("Alice", "person"),
+    ]
     assert not _bodies(server, "speak next")
 
 

@@ -216,6 +216,10 @@ class Protocol(ABC):
         """What stands in when a turn's answer stays unreadable; None keeps the turn without it."""
         return None
 
+    def before_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
+        """Events that announce a step as it begins (who was chosen to speak); none by default."""
+        return []
+
     def after_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
         """Events that follow a step once all its turns are in: by default, the positions of a summary."""
         events: list[Event] = []

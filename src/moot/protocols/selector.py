@@ -152,6 +152,23 @@ class Selector(Protocol):
         name = members[(turn.round - 1) % len(members)]
         return {"next": name, "reason": TEXTS[room.language]["fallback"], "by": "round_robin"}
 
+    def before_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
+        """Announces a speaker chosen without the chair (a function, a person, chance or turn order)."""
+        if room.speaker_selection == "chair" and self.choose is None and self.chair(room) is not None:
+            return []  # the chair's choice was announced after its selection turn
+        by: str = room.speaker_selection
+        if self.choose is not None:
+            by = "function"
+        elif by == "chair":
+            by = "round_robin"  # no chair to choose
+        elif by == "manual":
+            by = "person"
+        return [
+            SpeakerSelected(round=turn.round, speaker=turn.speaker, by=by)
+            for turn in step.turns
+            if turn.kind == "speech"
+        ]
+
     def after_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
         events: list[Event] = []
         for turn in step.turns:
