@@ -62,7 +62,7 @@ def test_provider_default_model_is_used_when_none_is_named_L2_L3() -> None:
     [
         ("task: t\nagents: [{name: A, model: nope}]", "agents[0].model: unknown model 'nope'"),
         ("task: t\nagents: [{name: A, model: {provider: foo}}]", "agents[0].model.provider: Input should be"),
-        ("task: t\nprotocol: debate\nagents: [{name: A, model: simulated}]", "protocol: Input should be"),
+        ("task: t\nprotocol: chess\nagents: [{name: A, model: simulated}]", "protocol: Input should be"),
         ("task: t\nagents: [{name: A, model: simulated}, {name: a, model: simulated}]", "used twice"),
         ("task: t\nagents: [{name: A, modle: simulated}]", "agents[0].modle: unknown field 'modle'"),
         (

@@ -7,6 +7,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moot.positions import POSITION_SCHEMA, Position
+
 
 class Conclusion(BaseModel):
     """What a person can act on: the four fields of the board seed's result."""
@@ -17,6 +19,7 @@ class Conclusion(BaseModel):
     decision_advice: str = ""
     consensus_points: list[str] = Field(default_factory=list)
     dissent_points: list[str] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
 
 
 CONCLUSION_SCHEMA: dict[str, object] = {
@@ -27,6 +30,7 @@ CONCLUSION_SCHEMA: dict[str, object] = {
         "decision_advice": {"type": "string"},
         "consensus_points": {"type": "array", "items": {"type": "string"}},
         "dissent_points": {"type": "array", "items": {"type": "string"}},
+        "positions": {"type": "array", "items": POSITION_SCHEMA},
     },
 }
 

@@ -146,7 +146,8 @@ def demo_room(
         "title": base["title"],
         "task": base["task"],
         "protocol": protocol,
-        "max_rounds": rounds,
+        # a selector round is one speech: the demo gives every member as many turns as the rounds asked
+        "max_rounds": rounds * (len(base["agents"]) - 1) if protocol == "selector" else rounds,
         "language": language,
         "models": {"sim": {"provider": "simulated", "seed": seed, "tokens_per_second": tokens_per_second}},
         "agents": base["agents"],

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from moot.engine import Run, RunResult, check_intervention
+from moot.engine import Run, RunResult, Steerable, check_intervention
 from moot.events import (
     Event,
     RoomCompleted,
@@ -63,7 +63,7 @@ class RoomFinished(MootError):
     """The room is completed: there is nothing left to run."""
 
 
-class DurableRun:
+class DurableRun(Steerable):
     """Runs a stored room to its end, or until paused, keeping every word in the store.
 
     Iterate it for the same events as a `Run`; `intervene`, `stop` and `pause` steer it. Interventions are
@@ -104,6 +104,19 @@ class DurableRun:
     def result(self) -> RunResult | None:
         return self.run.result if self.run is not None else None
 
+    @property
+    def taking_words(self) -> bool:
+        return self.run is None or self.run.status == "running"
+
+    def start(self) -> None:
+        """Nothing to do: a stored run starts when it is first read (it reads the store first)."""
+
+    async def say(self, text: str, *, author: str = USER) -> None:
+        await self.intervene(text, author=author)
+
+    async def end(self) -> None:
+        await self.stop()
+
     async def intervene(self, text: str, *, author: str = USER) -> str:
         """Stores a person's words at once, then hands them to the run (B9); returns the stored id."""
         try:
@@ -125,12 +138,6 @@ class DurableRun:
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
-
-    async def wait(self) -> RunResult:
-        async for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
 
     # ---- the run ----------------------------------------------------------------------------------------
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from moot.conclusion import Conclusion, ConclusionInvalid, parse_conclusion
 from moot.events import (
     AgentInfo,
     AgentState,
+    ChoiceRequested,
     Event,
     HistoryCompressed,
     InterventionAdded,
@@ -54,10 +57,13 @@ from moot.models import (
     estimate_usage,
 )
 from moot.models.retry import complete, retrying
-from moot.prompts import build_request, digest_request, is_stop_command, texts
-from moot.protocols import Finish, Step, Turn, get_protocol
+from moot.positions import Position
+from moot.pricing import priced
+from moot.prompts import digest_request, is_stop_command, texts
+from moot.protocols import Finish, Protocol, Step, Turn, Unreadable, get_protocol
 from moot.scrub import scrub
 from moot.spec import AgentSpec, ModelSpec, RoomSpec
+from moot.termination import Condition
 from moot.transcript import USER, Entry, Key, Transcript
 
 RunStatus = Literal["idle", "running", "paused", "completed", "error"]
@@ -86,6 +92,7 @@ class RunResult:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     usage_by_agent: dict[str, Usage] = field(default_factory=dict)
+    cost_usd: float = 0.0
     substituted: dict[str, str] = field(
         default_factory=dict
     )  # agent -> the other model it spoke through (B13)
@@ -105,6 +112,54 @@ class RunResult:
     @property
     def dissent_points(self) -> list[str]:
         return self.conclusion.dissent_points if self.conclusion else []
+
+    @property
+    def positions(self) -> list[Position]:
+        return self.conclusion.positions if self.conclusion else []
+
+
+class Steerable(ABC):
+    """What a caller holds and steers, whether the run keeps its words in a store (`DurableRun`) or not
+    (`Run`): iterate it for events; `say`, `end` and `pause` steer it; `result` is there once it ended."""
+
+    @property
+    @abstractmethod
+    def result(self) -> RunResult | None:
+        """The run's result once it ended; None before."""
+
+    @property
+    @abstractmethod
+    def taking_words(self) -> bool:
+        """Whether words said now reach the discussion (a stored run also takes them before it starts)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Starts the run without waiting for a reader (a stored run starts when it is first read)."""
+
+    @abstractmethod
+    async def say(self, text: str, *, author: str = USER) -> None:
+        """A person's words, kept where the run keeps anything, then taken in at the next step (B9).
+
+        A ValueError says what is wrong with the text; stop commands stop.
+        """
+
+    @abstractmethod
+    async def end(self) -> None:
+        """Ends the discussion early, with a conclusion where it has a chair."""
+
+    @abstractmethod
+    def pause(self, reason: str = "paused") -> None:
+        """Stops now; the turn in flight runs again from its start when the room is resumed (L10, L11)."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def wait(self) -> RunResult:
+        """Runs to the end without reading events; returns the result."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
 
 
 class _Done:
@@ -170,7 +225,7 @@ class _Progress:
         )
 
 
-class Run:
+class Run(Steerable):
     """One run of a room. Iterate it for events; `intervene`, `stop` and `pause` steer it meanwhile."""
 
     def __init__(
@@ -183,15 +238,27 @@ class Run:
         start_seq: int = 0,
         on_entry: EntryHook | None = None,
         after_start: Sequence[Event] = (),
+        termination: Condition | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        protocol: Protocol | None = None,
     ) -> None:
-        """`after_start`: events to emit right after `room_started` (a resumed run's notice of cut turns)."""
-        self.room = room
+        """`after_start`: events to emit right after `room_started` (a resumed run's notice of cut turns).
+
+        `termination` replaces the conditions the room file asks for (`moot.termination`); `clock` measures
+        the run's time budget (seconds, monotonic), and tests give their own. `protocol` replaces the
+        protocol the room names with one built in code (a `Selector` with its own `choose` function).
+        """
         self.room_id = room_id or uuid.uuid4().hex[:12]
         self.transcript = transcript if transcript is not None else Transcript()
+        self._room = room
+        self.room = with_follow_ups(room, self.transcript)
         self.status: RunStatus = "idle"
-        self.result: RunResult | None = None
+        self._result: RunResult | None = None
         self._resumed = len(self.transcript) > 0
-        self._protocol = get_protocol(room.protocol)
+        self._protocol = protocol or get_protocol(room.protocol)
+        self._termination = termination
+        self._clock = clock
+        self._began: float | None = None
         self._given_models = dict(models or {})
         self._models: dict[tuple[object, ...], Model] = {}  # built once per run, by the spec's value
         self._windows: dict[tuple[object, ...], int] = {}  # context windows servers said were smaller
@@ -201,6 +268,7 @@ class Run:
         self._channel = _Channel(_QUEUE_SIZE)
         self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
         self._pending: list[tuple[str, str, str | None]] = []
+        self._words = asyncio.Event()  # set when words arrive: a discussion waiting for a choice goes on
         self._driver: asyncio.Task[None] | None = None
         self._work: asyncio.Task[None] | None = None
         self._pause_reason: str | None = None
@@ -214,12 +282,27 @@ class Run:
 
     # ---- steering -------------------------------------------------------------------------------------
 
+    @property
+    def result(self) -> RunResult | None:
+        return self._result
+
+    @property
+    def taking_words(self) -> bool:
+        return self.status == "running"
+
+    async def say(self, text: str, *, author: str = USER) -> None:
+        self.intervene(text, author=author)
+
+    async def end(self) -> None:
+        self.stop()
+
     def intervene(self, text: str, *, author: str = USER, ref: str | None = None) -> None:
         """A person's words; they join the transcript before the next step (B9). Stop commands stop.
 
         `ref` is the id under which a store kept the intervention on arrival; it comes back on the entry.
         """
         self._pending.append((author, check_intervention(text), ref))
+        self._words.set()
 
     def stop(self) -> None:
         """Ends the discussion early, with a conclusion where the room has a moderator."""
@@ -272,13 +355,6 @@ class Run:
                 self._reader_gone = True
                 self.pause("the reader went away")
                 await asyncio.wait({self._driver})  # its outcome is its own: a cancelled reader still ends
-
-    async def wait(self) -> RunResult:
-        """Runs to the end without reading events; returns the result."""
-        async for _ in self:
-            pass
-        assert self.result is not None
-        return self.result
 
     # ---- the run ----------------------------------------------------------------------------------------
 
@@ -339,6 +415,7 @@ class Run:
                 await self._channel.put(_Done())
 
     async def _discuss(self) -> None:
+        self._began = self._clock()
         await self._emit(self._started_event(), *self._after_start)
         await self._run_steps()
 
@@ -375,7 +452,7 @@ class Run:
         entry = self.transcript.conclusion
         if entry is not None and entry.provisional and self.status != "error":
             entry = None  # a failure's conclusion is this run's result only when this run failed too
-        self.result = RunResult(
+        self._result = RunResult(
             status=self.status,
             rounds_run=self.transcript.last_round,
             stop_reason=stop_reason,
@@ -384,12 +461,13 @@ class Run:
             error=error,
             usage=self.transcript.usage(),
             usage_by_agent=self.transcript.usage_by_speaker(),
+            cost_usd=self.transcript.cost_usd(),
             substituted=dict(self._substituted),
         )
 
     def _started_event(self) -> RoomStarted:
         room = self.room
-        moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
+        moderator = self._protocol.chair(room)
         return RoomStarted(
             room_id=self.room_id,
             title=room.title,
@@ -418,7 +496,7 @@ class Run:
         room = self.room
         if room.moderator is None:
             raise RunError("no active agent: mark at least one agent active: true")
-        if room.protocol == "board" and not room.declared_moderator_usable:
+        if self._protocol.chaired and not room.declared_moderator_usable:
             await self._emit(
                 RoomWarning(
                     code="moderator_substituted",
@@ -440,7 +518,10 @@ class Run:
             await self._commit(Entry(kind="task", round=0, stage=-1, speaker=USER, text=room.task))  # L4
         while True:
             await self._take_interventions()
-            step = self._protocol.next_step(room, self.transcript)
+            room = self.room  # a follow-up question taken just now may have added rounds
+            step = self._protocol.next_step(
+                room, self.transcript, elapsed=self._elapsed(), condition=self._termination
+            )
             if isinstance(step, Finish):
                 await self._close_round(continues=False)
                 await self._warn_substitutions()
@@ -462,15 +543,46 @@ class Run:
                         stop_reason=step.reason,
                         usage=self.transcript.usage(),
                         usage_by_agent=self.transcript.usage_by_speaker(),
+                        cost_usd=self.transcript.cost_usd(),
                     )
                 )
                 return
+            if step.awaiting:
+                await self._await_choice(step)
+                continue
             await self._enter_round(step)
+            if not step.is_conclusion:
+                await self._emit(*self._protocol.before_step(room, self.transcript, step))
             if step.concurrent and len(step.turns) > 1:
                 await self._run_together(step)
             else:
                 for turn in step.turns:
                     await self._run_turn(turn)
+            if not step.is_conclusion:
+                await self._emit(*self._protocol.after_step(room, self.transcript, step))
+
+    def _budget_spent(self, request: ModelRequest, chars: int, spec: ModelSpec | None) -> str | None:
+        """`time_budget` or `cost_budget` when the room's budget runs out with this reply so far; else None."""
+        limits = self.room.limits
+        elapsed = self._elapsed()
+        if limits.max_seconds is not None and elapsed is not None and elapsed >= limits.max_seconds:
+            return "time_budget"
+        if limits.max_cost_usd is not None and spec is not None:
+            so_far = priced(spec, Usage(input_tokens=_request_tokens(request), output_tokens=chars // 4))
+            if self.transcript.cost_usd() + so_far.cost_usd >= limits.max_cost_usd:
+                return "cost_budget"
+        return None
+
+    async def _await_choice(self, step: Step) -> None:
+        """Asks a person to choose, then waits for words (a pause ends the wait like any other step)."""
+        if not self._pending:
+            self._words.clear()
+            prompt = texts(self.room.language).choose.format(options=", ".join(step.awaiting))
+            await self._emit(ChoiceRequested(round=step.round, options=list(step.awaiting), prompt=prompt))
+            await self._words.wait()
+
+    def _elapsed(self) -> float | None:
+        return None if self._began is None else self._clock() - self._began
 
     async def _enter_round(self, step: Step) -> None:
         if step.is_conclusion:
@@ -490,6 +602,7 @@ class Run:
         for author, text, ref in pending:
             last = self.transcript.entries[-1].key if len(self.transcript) else (0, -1, 0, 0)
             stop = is_stop_command(text)
+            follow_up = not stop and self.transcript.concluded  # a question to a concluded room
             entry = Entry(
                 kind="intervention",
                 round=last[0],
@@ -497,12 +610,18 @@ class Run:
                 slot=_AFTER_STEP,
                 speaker=USER,
                 text=text,
-                command="stop" if stop else None,
+                command="stop" if stop else "follow_up" if follow_up else None,
                 ref=ref,
+                data={"rounds": self._room.follow_up_rounds} if follow_up else None,
             )
             await self._commit(
-                entry, InterventionAdded(round=entry.round, author=author, text=text, stop=stop)
+                entry,
+                InterventionAdded(
+                    round=entry.round, author=author, text=text, stop=stop, follow_up=follow_up
+                ),
             )
+            if follow_up:
+                self.room = with_follow_ups(self._room, self.transcript)
 
     # ---- turns --------------------------------------------------------------------------------------------
 
@@ -548,6 +667,9 @@ class Run:
                             return
                         request = await self._request_for(turn, agent, spec)
                         completion, label = await self._speak(turn, agent, request, progress)
+                        completion, label, data = await self._read(
+                            turn, agent, spec, request, completion, label, progress
+                        )
                         break
                     except ContextTooLong as exc:
                         if refit == _REFITS or not self._learn_window(spec, exc):
@@ -588,16 +710,65 @@ class Run:
         finally:
             self._partial.pop(turn.id, None)
             self._attempts.pop(turn.id, None)
+        data = dict(data) if data else None
+        positions = data.pop("positions", None) if data else None
         entry = Entry(
             kind=turn.kind, round=turn.round, stage=turn.stage, slot=turn.slot, speaker=agent.name,
             text=completion.text, usage=completion.usage, model=label, colour=agent.colour,
-            finish_reason=completion.finish_reason,
+            finish_reason=completion.finish_reason, data=data or None,
+            positions=[Position.model_validate(p) for p in positions] if positions is not None else None,
         )  # fmt: skip
         await self._commit(
             entry,
             self._completed_event(turn, entry),
             *([progress.event(agent.name, "completed")] if progress else []),
         )
+
+    async def _read(
+        self,
+        turn: Turn,
+        agent: AgentSpec,
+        spec: ModelSpec,
+        request: ModelRequest,
+        completion: Completion,
+        label: str,
+        progress: _Progress | None,
+    ) -> tuple[Completion, str, dict[str, Any] | None]:
+        """What the protocol reads out of the answer; asked again with the error where it cannot (B11's way).
+
+        The returned completion carries the usage of every attempt.
+        """
+        usage = completion.usage
+        retries = self.room.limits.conclusion_retries
+        for retry in range(retries + 1):
+            try:
+                data = self._protocol.read(self.room, turn, completion.text, self.transcript)
+                return replace(completion, usage=usage), label, data
+            except Unreadable as unreadable:
+                if retry == retries:
+                    break
+                await self._restart(turn, agent, spec, f"the answer could not be read: {unreadable}")
+                request = replace(
+                    request,
+                    messages=(
+                        *request.messages,
+                        Message(role="assistant", content=completion.text),
+                        Message(
+                            role="user", content=texts(self.room.language).read_retry.format(error=unreadable)
+                        ),
+                    ),
+                )
+                completion, label = await self._speak(turn, agent, request, progress)
+                usage = usage + completion.usage
+        fallback = self._protocol.fallback(self.room, turn, completion.text)
+        return replace(completion, usage=usage), label, fallback
+
+    def _last_positions(self) -> list[Position]:
+        """The members' positions in the last summary that gave them: what a conclusion without its own keeps."""
+        for entry in reversed(self.transcript.entries):
+            if entry.kind == "summary" and entry.positions:
+                return list(entry.positions)
+        return []
 
     def _turn_error(self, turn: Turn, agent: AgentSpec, exc: Exception) -> str:
         """What the room is told about a failed turn; an unexpected failure is logged whole as well."""
@@ -641,9 +812,10 @@ class Run:
         return candidates
 
     def _falls_back(self) -> bool:
-        """Whether another agent's model may speak for one whose model fails (B13): board meetings by default."""
+        """Whether another agent's model may speak for one whose model fails (B13): as the protocol says
+        (board meetings do), unless the room says otherwise."""
         allowed = self.room.limits.fallback_models
-        return allowed if allowed is not None else self.room.protocol == "board"
+        return allowed if allowed is not None else self._protocol.borrows_models
 
     def _model(self, spec: ModelSpec, agent: AgentSpec | None) -> Model:
         """The adapter for a model, built once per run for each distinct declaration (by value, not identity)."""
@@ -721,13 +893,15 @@ class Run:
                         if last_error is not None:
                             await self._restart(turn, agent, spec, _restart_reason(last_error, spec))
                         try:
-                            completion = await self._stream(turn, agent, model, request, parts, progress)
+                            completion = await self._stream(
+                                turn, agent, model, request, parts, progress, spec
+                            )
                         except ModelError as exc:
                             last_error = exc
                             raise
                 if index > 0:
                     self._substituted.setdefault(agent.name, spec.label)
-                return completion, spec.label
+                return replace(completion, usage=priced(spec, completion.usage)), spec.label
             except ContextTooLong as exc:
                 if index == 0:
                     raise  # compressing to the window the server reported is the remedy, not another model
@@ -745,11 +919,17 @@ class Run:
         request: ModelRequest,
         parts: list[str],
         progress: _Progress | None,
+        spec: ModelSpec | None = None,
     ) -> Completion:
-        """Reads one reply; past `limits.reply_chars` it stops reading, keeps what came, and says so."""
+        """Reads one reply; past `limits.reply_chars` it stops reading, keeps what came, and says so.
+
+        It stops reading too once the room's time or cost budget runs out mid-reply (not in the
+        conclusion, which must be whole): the words so far are kept, and the chair concludes next.
+        """
         cap = self.room.limits.reply_chars
         kept = 0
         capped = False
+        budget: str | None = None
         completion: Completion | None = None
         stream = model.stream(request)
         try:
@@ -767,6 +947,9 @@ class Run:
                         )
                     if capped:
                         break
+                    if turn.kind != "conclusion" and (budget := self._budget_spent(request, kept, spec)):
+                        capped = True
+                        break
                 else:
                     completion = item
         finally:
@@ -776,13 +959,22 @@ class Run:
             text = "".join(parts) if capped else completion.text[:cap] if completion else ""
             usage = completion.usage if completion is not None else estimate_usage(request, text)
             completion = Completion(text=text, usage=usage, finish_reason="length", model=model.label)
-            await self._emit(
-                RoomWarning(
-                    code="reply_capped",
-                    message=f"{agent.name}'s reply ran past {cap:,} characters; only the first {cap:,} are "
-                    "kept (limits.reply_chars)",
+            if budget is not None:
+                await self._emit(
+                    RoomWarning(
+                        code=budget,
+                        message=f"the room's {budget.replace('_', ' ')} ran out while {agent.name} spoke; "
+                        "what was said so far is kept, and the discussion concludes",
+                    )
                 )
-            )
+            else:
+                await self._emit(
+                    RoomWarning(
+                        code="reply_capped",
+                        message=f"{agent.name}'s reply ran past {cap:,} characters; only the first {cap:,} "
+                        "are kept (limits.reply_chars)",
+                    )
+                )
         if completion is None:
             raise TransientModelError(f"{model.label}: the stream ended without a result", model=model.label)
         return completion
@@ -796,9 +988,9 @@ class Run:
         max_tokens = spec.max_tokens or self.room.limits.reply_tokens
 
         def build(entries: list[Entry], digest: Entry | None) -> ModelRequest:
-            return build_request(
-                self.room, agent, kind=turn.kind, round_=turn.round, visible=entries, digest=digest,
-                max_tokens=max_tokens, temperature=spec.temperature,
+            return self._protocol.request(
+                self.room, agent, turn, entries, digest, max_tokens=max_tokens,
+                temperature=spec.temperature, transcript=self.transcript,
             )  # fmt: skip
 
         task = [e for e in visible if e.kind == "task"]
@@ -937,7 +1129,7 @@ class Run:
             return None
         digest = Entry(
             kind="digest", round=end[0], stage=end[1], speaker=moderator.name, text=completion.text,
-            usage=completion.usage, model=spec.label, covers=end,
+            usage=priced(spec, completion.usage), model=spec.label, covers=end,
         )  # fmt: skip
         after = estimate_tokens(digest.text) + sum(
             self._tokens(e) for e in self.transcript if e.kind != "task" and e.key >= end
@@ -984,6 +1176,8 @@ class Run:
         fallback = conclusion is None
         if conclusion is None:  # B11: the raw answer becomes the summary
             conclusion = Conclusion(summary=completion.text.strip() or "-")
+        if not conclusion.positions:
+            conclusion = conclusion.model_copy(update={"positions": self._last_positions()})
         await self._store_conclusion(turn, conclusion, completion.text, usage, label, fallback)
 
     async def _fallback_conclusion(self, reason: str, turn: Turn | None = None) -> None:
@@ -997,22 +1191,16 @@ class Run:
             return
         provisional = turn is None
         if turn is None:
-            if not (self.room.protocol == "board" or self.room.has_moderator):
+            turn = self._protocol.conclusion_turn(self.room, self.transcript)
+            if turn is None:
                 return
-            turn = Turn(
-                "conclusion",
-                moderator.name,
-                self.transcript.last_round,
-                9,
-                1,
-                (self.transcript.last_round, 9, 1, 0),
-            )
         t = texts(self.room.language)
         said = [e for e in self.transcript if e.kind in ("speech", "summary") and not e.failed]
         points = " | ".join(f"{e.speaker}: {_short(e.text, 160)}" for e in said[-4:]) or "-"
         conclusion = Conclusion(
             summary=scrub(t.fallback_summary.format(reason=scrub(reason), points=points), limit=4000),
             decision_advice=t.fallback_advice,
+            positions=self._last_positions(),
         )
         await self._store_conclusion(
             turn, conclusion, conclusion.summary, Usage(), "fallback", True, provisional=provisional
@@ -1043,9 +1231,19 @@ class Run:
                 speaker=agent.name,
                 fallback=fallback,
                 provisional=provisional,
+                number=len(self.transcript.conclusions()) + 1,
                 **conclusion.model_dump(),
             ),
         )
+
+
+def with_follow_ups(room: RoomSpec, transcript: Transcript) -> RoomSpec:
+    """The room as it now runs: a follow-up question to a concluded room adds its rounds after it."""
+    follow_up = transcript.follow_up
+    if follow_up is None:
+        return room
+    rounds = int((follow_up.data or {}).get("rounds", room.follow_up_rounds))
+    return room.model_copy(update={"max_rounds": follow_up.round + rounds})
 
 
 def check_intervention(text: str) -> str:

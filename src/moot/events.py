@@ -12,10 +12,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from moot.models import Usage
+from moot.positions import Position
 
-TurnKind = Literal["opening", "speech", "summary", "conclusion"]
+TurnKind = Literal["opening", "speech", "summary", "conclusion", "ranking", "selection"]
 AgentState = Literal["pending", "streaming", "completed", "failed"]
-StopReason = Literal["max_rounds", "stop_command", "token_budget", "all_failed", "no_members"]
+StopReason = Literal[
+    "max_rounds",
+    "stop_command",
+    "token_budget",
+    "all_failed",
+    "no_members",
+    "consensus",
+    "cost_budget",
+    "time_budget",
+]
 
 
 class _Event(BaseModel):
@@ -145,6 +155,7 @@ class InterventionAdded(_Event):
     author: str
     text: str
     stop: bool = False
+    follow_up: bool = False  # a question to a concluded room: more rounds follow, then a new conclusion
 
 
 class HistoryCompressed(_Event):
@@ -167,6 +178,64 @@ class RoundCompleted(_Event):
     continues: bool
 
 
+class PositionsRecorded(_Event):
+    """Where each member stands after a round, read from the chair's summary, and how much they agree."""
+
+    type: Literal["positions_recorded"] = "positions_recorded"
+    round: int
+    speaker: str
+    positions: list[Position]
+    consensus: float  # the confidence-weighted share of the largest stance, 0 to 1 (docs/protocols.md)
+    leading: str  # the stance with the most weight
+
+
+class RankedAnswer(BaseModel):
+    agent: str
+    mean_rank: float | None  # None when no review ranked it
+    first_places: int
+    reviews: int
+
+
+class RankingsAggregated(_Event):
+    """council: how the members ranked each other's anonymous answers, best first."""
+
+    type: Literal["rankings_aggregated"] = "rankings_aggregated"
+    round: int
+    answers: list[RankedAnswer]
+
+
+class SpeakerSelected(_Event):
+    """selector: who speaks next, who chose (the chair, round robin, chance or a person) and why."""
+
+    type: Literal["speaker_selected"] = "speaker_selected"
+    round: int
+    speaker: str
+    by: str
+    reason: str = ""
+
+
+class ChoiceRequested(_Event):
+    """The discussion waits for a person's choice (selector with `speaker_selection: manual`): send one of
+    `options` as words (`moot run --interactive`, POST .../messages, the WebSocket)."""
+
+    type: Literal["choice_requested"] = "choice_requested"
+    round: int
+    options: list[str]
+    prompt: str
+
+
+class EstimatesAggregated(_Event):
+    """delphi: the members' numeric answers of a round, aggregated: median and spread."""
+
+    type: Literal["estimates_aggregated"] = "estimates_aggregated"
+    round: int
+    estimates: dict[str, float]
+    median: float | None
+    low: float | None
+    high: float | None
+    spread: float | None  # the interquartile range
+
+
 class RoomConcluded(_Event):
     """The structured conclusion (B11); `fallback` when it was made without a valid model answer (B12)."""
 
@@ -179,6 +248,8 @@ class RoomConcluded(_Event):
     dissent_points: list[str]
     fallback: bool = False
     provisional: bool = False  # made because the room failed: a resumed run replaces it with the real one
+    positions: list[Position] = Field(default_factory=list)
+    number: int = 1  # the room's first conclusion is 1; each follow-up question adds one
 
 
 class RoomCompleted(_Event):
@@ -189,6 +260,7 @@ class RoomCompleted(_Event):
     stop_reason: StopReason
     usage: Usage
     usage_by_agent: dict[str, Usage]
+    cost_usd: float = 0.0
 
 
 class RoomPaused(_Event):
@@ -221,6 +293,11 @@ Event = Annotated[
     | InterventionAdded
     | HistoryCompressed
     | RoundCompleted
+    | PositionsRecorded
+    | RankingsAggregated
+    | SpeakerSelected
+    | ChoiceRequested
+    | EstimatesAggregated
     | RoomConcluded
     | RoomCompleted
     | RoomPaused

@@ -16,13 +16,13 @@ _HEADINGS = {
     "en": {
         "task": "Task", "round": "Round {n}", "opening": "Opening", "conclusion": "Conclusion",
         "summary": "Summary", "advice": "Decision advice", "consensus": "Consensus", "dissent": "Dissent",
-        "usage": "Token usage", "intervention": "user (stepped in)", "failed": "could not speak",
+        "usage": "Token usage", "positions": "Positions", "intervention": "user (stepped in)", "failed": "could not speak",
         "round_summary": "summary of the round", "fallback": "(made without a valid model answer)",
     },
     "zh": {
         "task": "议题", "round": "第{n}轮", "opening": "开场", "conclusion": "结论",
         "summary": "总结", "advice": "决策建议", "consensus": "共识", "dissent": "分歧",
-        "usage": "Token 用量", "intervention": "用户（插话）", "failed": "未能发言",
+        "usage": "Token 用量", "positions": "各方立场", "intervention": "用户（插话）", "failed": "未能发言",
         "round_summary": "本轮小结", "fallback": "（未得到有效的模型回答，由系统生成）",
     },
 }  # fmt: skip
@@ -36,6 +36,7 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
         "estimated": usage.estimated,
+        "cost_usd": usage.cost_usd,
     }
 
 
@@ -69,8 +70,14 @@ def to_json(room_id: str, spec: RoomSpec, transcript: Transcript, *, status: str
         "conclusion": (conclusion.model_dump() | {"fallback": entry.fallback})
         if conclusion and entry
         else None,
+        "conclusions": [
+            (e.conclusion.model_dump() | {"number": n, "round": e.round, "fallback": e.fallback})
+            for n, e in enumerate(transcript.conclusions(), 1)
+            if e.conclusion is not None
+        ],
         "usage": _usage(transcript.usage()),
         "usage_by_agent": {name: _usage(u) for name, u in transcript.usage_by_speaker().items()},
+        "cost_usd": transcript.cost_usd(),
     }
     return json.dumps(document, ensure_ascii=False, indent=2)
 
@@ -81,7 +88,12 @@ def to_markdown(room_id: str, spec: RoomSpec, transcript: Transcript, *, status:
     lines = [f"# {spec.title or spec.task.splitlines()[0][:100]}", ""]
     lines += [f"**{h['task']}:** {spec.task}", "", f"`{room_id}` · {spec.protocol} · {status}", ""]
     current = -1
+    earlier = transcript.conclusions()[:-1]  # a follow-up question went on past these: kept, numbered
     for entry in transcript:
+        if entry.kind == "conclusion" and entry in earlier and entry.conclusion is not None:
+            lines += ["", f"## {h['conclusion']} {earlier.index(entry) + 1}", ""]
+            lines += _conclusion_lines(entry.conclusion, entry.fallback, h)
+            continue
         if entry.kind in ("task", "conclusion"):
             continue
         if entry.round != current and entry.kind != "intervention":
@@ -90,17 +102,29 @@ def to_markdown(room_id: str, spec: RoomSpec, transcript: Transcript, *, status:
         lines += _entry_lines(entry, spec.language)
     conclusion_entry = transcript.conclusion
     if conclusion_entry is not None and conclusion_entry.conclusion is not None:
-        c = conclusion_entry.conclusion
-        lines += ["", f"## {h['conclusion']}", ""]
-        if conclusion_entry.fallback:
-            lines += [f"_{h['fallback']}_", ""]
-        lines += [f"**{h['summary']}:** {c.summary}", "", f"**{h['advice']}:** {c.decision_advice}", ""]
-        for title, points in ((h["consensus"], c.consensus_points), (h["dissent"], c.dissent_points)):
-            if points:
-                lines += [f"**{title}:**", "", *(f"- {p}" for p in points), ""]
+        numbered = f" {len(earlier) + 1}" if earlier else ""
+        lines += ["", f"## {h['conclusion']}{numbered}", ""]
+        lines += _conclusion_lines(conclusion_entry.conclusion, conclusion_entry.fallback, h)
     usage = transcript.usage()
-    lines += ["", f"_{h['usage']}: {usage.total_tokens}{' (~)' if usage.estimated else ''}_", ""]
+    cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd else ""
+    lines += ["", f"_{h['usage']}: {usage.total_tokens}{' (~)' if usage.estimated else ''}{cost}_", ""]
     return "\n".join(lines)
+
+
+def _conclusion_lines(c: Conclusion, fallback: bool, h: dict[str, str]) -> list[str]:
+    lines = [f"_{h['fallback']}_", ""] if fallback else []
+    lines += [f"**{h['summary']}:** {c.summary}", "", f"**{h['advice']}:** {c.decision_advice}", ""]
+    for title, points in ((h["consensus"], c.consensus_points), (h["dissent"], c.dissent_points)):
+        if points:
+            lines += [f"**{title}:**", "", *(f"- {p}" for p in points), ""]
+    if c.positions:
+        lines += [f"**{h['positions']}:**", ""]
+        lines += [
+            f"- {p.agent}: {p.stance} ({p.confidence:.2f}){' — ' + p.reason if p.reason else ''}"
+            for p in c.positions
+        ]
+        lines += [""]
+    return lines
 
 
 def _entry_lines(entry: Entry, language: str) -> list[str]:

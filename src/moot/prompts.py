@@ -42,8 +42,11 @@ class _Texts:
     summary: str
     summary_interventions: str
     summary_last: str
+    positions: str
     conclusion: str
     conclusion_retry: str
+    read_retry: str
+    choose: str
     digest: str
     fallback_summary: str
     fallback_advice: str
@@ -91,14 +94,24 @@ TEXTS: dict[str, _Texts] = {
         ),
         summary_interventions="A person stepped in during this round; address what they said: {texts}",
         summary_last="This was the last round: say so, and name what the conclusion must settle.",
+        positions=(
+            "After the summary, give where each member stands as one JSON object in a ```json block: "
+            '{{"positions": [{{"agent": name, "stance": "support" | "oppose" | "conditional" | "undecided", '
+            '"confidence": 0 to 1, "changed": true if their stance changed since the previous round, '
+            '"reason": one line}}]}}, with one position for each of: {members}.'
+        ),
         conclusion=(
             "The discussion is over. As chair, give the final conclusion as one JSON object and nothing else, "
             "with exactly these fields: summary (string), decision_advice (string), consensus_points (list of "
-            "strings), dissent_points (list of strings). Write the values in English. JSON schema: {schema}"
+            "strings), dissent_points (list of strings), positions (list: for each member, agent, stance "
+            "(support, oppose, conditional or undecided), confidence (0 to 1), changed (bool) and a one-line "
+            "reason). Write the values in English. JSON schema: {schema}"
         ),
         conclusion_retry=(
             "Your answer could not be used: {error}. Answer again with only the JSON object, exactly as asked."
         ),
+        read_retry="Your answer could not be used: {error}. Answer again, exactly as asked.",
+        choose="Who speaks next? Send one of: {options}",
         digest=(
             "Summarise the discussion so far faithfully and briefly, in English: who said what, their "
             "positions, agreements, disagreements and anything people asked. Your summary will stand in for "
@@ -138,12 +151,22 @@ TEXTS: dict[str, _Texts] = {
         ),
         summary_interventions="本轮有用户插话，请回应他们的意见：{texts}",
         summary_last="这是最后一轮：请说明这一点，并指出结论需要解决的问题。",
+        positions=(
+            "总结之后，用一个```json代码块给出每位成员的立场："
+            '{{"positions": [{{"agent": 姓名, "stance": "support" | "oppose" | "conditional" | "undecided", '
+            '"confidence": 0到1, "changed": 立场自上一轮以来是否改变, "reason": 一句话理由}}]}}，'
+            "以下每位成员各一条：{members}。"
+        ),
         conclusion=(
             "讨论已结束。请以主持人身份给出最终结论，只输出一个JSON对象，不要有任何其他文字，字段必须是："
-            "summary（字符串）、decision_advice（字符串）、consensus_points（字符串列表）、dissent_points（字符串列表）。"
+            "summary（字符串）、decision_advice（字符串）、consensus_points（字符串列表）、dissent_points（字符串列表）、"
+            "positions（列表：每位成员一条，含agent、stance（support、oppose、conditional或undecided）、"
+            "confidence（0到1）、changed（布尔值）和一句话的reason）。"
             "字段值用中文书写。JSON schema：{schema}"
         ),
         conclusion_retry="你的回答无法使用：{error}。请严格按要求重新回答，只输出JSON对象。",
+        read_retry="你的回答无法使用：{error}。请严格按要求重新回答。",
+        choose="下一位由谁发言？请发送其中一个名字：{options}",
         digest=(
             "请用中文忠实而简要地总结目前为止的讨论：谁说了什么、各自的立场、共识、分歧，以及用户提出的问题。"
             "你的总结将代替完整记录供后续发言者参考。\n\n{history}"
@@ -201,7 +224,7 @@ def history_messages(
             lines.append(("user", t.task.format(task=entry.text)))
             if digest is not None:
                 lines.append(("user", f"[{t.digest_label}] {digest.text}"))
-        elif entry.kind in ("opening", "speech", "summary", "conclusion") and entry.speaker == agent.name:
+        elif entry.is_turn and entry.speaker == agent.name:
             lines.append(("assistant", entry.text))
         else:
             lines.append(("user", speaker_line(entry, room.language)))
@@ -219,9 +242,15 @@ def _merge(lines: Sequence[tuple[str, str]]) -> list[Message]:
 
 
 def instruction(
-    room: RoomSpec, agent: AgentSpec, kind: str, round_: int, interventions: Sequence[str]
+    room: RoomSpec,
+    agent: AgentSpec,
+    kind: str,
+    round_: int,
+    interventions: Sequence[str],
+    ask: str = "",
 ) -> str:
-    """The closing user message that tells this turn what to do (B5, B6, B8, B11)."""
+    """The closing user message that tells this turn what to do (B5, B6, B8, B11); `ask` names the prompt
+    where the protocol chose one (a board member's speech), else the turn's kind does."""
     t = texts(room.language)
     words = WORDS[room.language]
     members = ", ".join(a.name for a in room.members)
@@ -233,10 +262,10 @@ def instruction(
             text += "\n" + t.summary_interventions.format(texts=" / ".join(interventions))
         if round_ >= room.max_rounds:
             text += "\n" + t.summary_last
-        return text
+        return text + "\n" + t.positions.format(members=members)
     if kind == "conclusion":
         return t.conclusion.format(schema=json.dumps(CONCLUSION_SCHEMA, ensure_ascii=False))
-    template = t.board_speech if room.protocol == "board" else t.speech
+    template = t.board_speech if ask == "board_speech" else t.speech
     return template.format(
         task=room.task, round=round_, max_rounds=room.max_rounds, name=agent.name, words=words["speech"]
     )
@@ -252,15 +281,26 @@ def build_request(
     digest: Entry | None,
     max_tokens: int,
     temperature: float | None,
+    ask: str = "",
+    instruction_text: str | None = None,
 ) -> ModelRequest:
-    """Everything one turn sends to its model: system prompt, history (L9) and the turn's instruction."""
-    chairing = kind in ("opening", "summary", "conclusion")
+    """Everything one turn sends to its model: system prompt, history (L9) and the turn's instruction.
+
+    `instruction_text` replaces the instruction `ask` (or the kind) names: a protocol's own prompt."""
+    chairing = kind in ("opening", "summary", "conclusion", "selection")
     shown = [e for e in visible if digest is None or e.kind == "task" or e.key >= (digest.covers or e.key)]
     interventions = _interventions_since_last_turn(visible, agent.name)
     messages = history_messages(room, agent, shown, digest)
     messages = _merge(
         [(m.role, m.content) for m in messages]
-        + [("user", instruction(room, agent, kind, round_, interventions))]
+        + [
+            (
+                "user",
+                instruction_text
+                if instruction_text is not None
+                else instruction(room, agent, kind, round_, interventions, ask),
+            )
+        ]
     )
     context = TurnContext(
         kind=kind,
@@ -296,7 +336,7 @@ def _interventions_since_last_turn(visible: Sequence[Entry], speaker: str) -> li
     for entry in reversed(visible):
         if entry.speaker == speaker and entry.is_turn:
             break
-        if entry.kind == "intervention" and entry.command is None:
+        if entry.kind == "intervention" and entry.command != "stop":
             texts_.append(entry.text)
     return texts_[::-1]
 

@@ -29,7 +29,8 @@ from pydantic import (
 from moot.exceptions import ConfigError, ModelUnavailable
 
 Provider = Literal["openai", "anthropic", "simulated"]
-ProtocolName = Literal["sequential", "parallel", "board"]
+# The protocols a room file may name (`moot.protocols` holds one file for each).
+ProtocolName = Literal["sequential", "parallel", "board", "council", "selector", "delphi", "debate"]
 Language = Literal["en", "zh"]
 Role = Literal["member", "moderator"]
 
@@ -130,6 +131,13 @@ class _Spec(BaseModel):
         return refuse_bool_number(cls, value, info)
 
 
+class Price(_Spec):
+    """US dollars per million tokens, read and written."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
 class ModelSpec(_Spec):
     """One model on one provider, declared once and shared by any number of agents (L3)."""
 
@@ -152,6 +160,10 @@ class ModelSpec(_Spec):
         None,
         description="HTTP service only: the stored provider whose encrypted key and URL this model uses; "
         "filled in memory when the room runs, never written into the room.",
+    )
+    price: Price | None = Field(
+        None,
+        description="What the model costs, for a model the price table does not know; 0 for local models.",
     )
     seed: int | None = Field(None, description="simulated only: the same seed gives the same words.")
     tokens_per_second: float | None = Field(None, ge=0, description="simulated only: 0 streams at once.")
@@ -286,6 +298,12 @@ class Limits(_Spec):
     reply_chars: int = Field(
         200_000, gt=0, description="Characters of one reply kept at most; a longer reply is cut there."
     )
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="Stop and conclude before the discussion would cost more (US dollars)."
+    )
+    max_seconds: float | None = Field(
+        None, gt=0, description="Stop and conclude once a run has taken this many seconds."
+    )
 
 
 class RoomSpec(_Spec):
@@ -300,6 +318,21 @@ class RoomSpec(_Spec):
     default_model: ModelRef | None = None
     agents: list[AgentSpec] = Field(min_length=1, max_length=32)
     limits: Limits = Field(default_factory=Limits)
+    consensus: float | None = Field(
+        None, gt=0, le=1, description="End the discussion once the members' consensus score reaches this."
+    )
+    sides: dict[str, Literal["proposition", "opposition"]] | None = Field(
+        None, description="debate only: each debater's side, by name."
+    )
+    follow_up_rounds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Rounds a follow-up question to a concluded room adds before it concludes again.",
+    )
+    speaker_selection: Literal["chair", "round_robin", "random", "manual"] = Field(
+        "chair", description="selector only: who names the next speaker."
+    )
 
     @model_validator(mode="after")
     def _check_agents(self) -> RoomSpec:
@@ -313,6 +346,9 @@ class RoomSpec(_Spec):
             if agent.colour is None:
                 agent.colour = PALETTE[index % len(PALETTE)]
             self.model_for(agent, where=f"agents[{index}].model")
+        for name in self.sides or {}:
+            if not any(a.name == name for a in self.agents):
+                raise ValueError(f"sides: '{name}' is not one of the agents")
         moderators = [a.name for a in self.agents if a.role == "moderator"]
         if len(moderators) > 1:
             raise ValueError(
@@ -369,10 +405,17 @@ class RoomSpec(_Spec):
         return any(a.role == "moderator" for a in self.agents)
 
     @property
+    def chair(self) -> AgentSpec | None:
+        """Who chairs the discussion, as its protocol says: None where nobody does."""
+        from moot.protocols import get_protocol
+
+        return get_protocol(self.protocol).chair(self)
+
+    @property
     def members(self) -> list[AgentSpec]:
-        """Active speakers in turn order; in a board meeting, everyone but the moderator."""
-        moderator = self.moderator if (self.protocol == "board" or self.has_moderator) else None
-        return [a for a in self.agents if a.active and a is not moderator]
+        """Active speakers in turn order: every active agent but the chair."""
+        chair = self.chair
+        return [a for a in self.agents if a.active and a is not chair]
 
     def cannot_run(self) -> str | None:
         """Why a run of this room would fail as it starts, whatever its models do; None when it can run.
@@ -383,7 +426,7 @@ class RoomSpec(_Spec):
         if self.moderator is None:
             return "no agent is active: mark at least one agent active: true"
         if not self.members:
-            if self.protocol == "board" or self.has_moderator:
+            if self.chair is not None:
                 return (
                     f"no active member to speak besides the moderator {self.moderator.name}: "
                     "add an active agent that is not the moderator"

@@ -10,15 +10,19 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moot.conclusion import Conclusion
 from moot.models import Usage
+from moot.positions import Position
 
-EntryKind = Literal["task", "opening", "speech", "summary", "conclusion", "intervention", "digest"]
-TurnKind = Literal["opening", "speech", "summary", "conclusion"]
+EntryKind = Literal[
+    "task", "opening", "speech", "summary", "conclusion", "intervention", "digest", "ranking", "selection"
+]
+TurnKind = Literal["opening", "speech", "summary", "conclusion", "ranking", "selection"]
+TURN_KINDS: frozenset[str] = frozenset(("opening", "speech", "summary", "conclusion", "ranking", "selection"))
 Key = tuple[int, int, int, int]
 
 USER = "user"
@@ -47,10 +51,12 @@ class Entry(BaseModel):
     model: str | None = None
     colour: str | None = None
     finish_reason: str | None = None
-    command: Literal["stop"] | None = None
+    command: Literal["stop", "follow_up"] | None = None
     ref: str | None = None  # intervention: the id it was stored under on arrival, before it joined
     covers: Key | None = None  # digest: summarises the entries whose key is below this
     conclusion: Conclusion | None = None
+    positions: list[Position] | None = None  # summary: where each member stands after the round
+    data: dict[str, Any] | None = None  # what a protocol read out of the turn (a ranking, a choice)
     fallback: bool = False
     # conclusion: made from the history when the room failed midway (B12). It stands for the conclusion
     # only until the discussion goes on: it is no turn, and the real conclusion replaces it when written.
@@ -67,7 +73,7 @@ class Entry(BaseModel):
 
     @property
     def is_turn(self) -> bool:
-        return self.kind in ("opening", "speech", "summary", "conclusion") and not self.provisional
+        return self.kind in TURN_KINDS and not self.provisional
 
 
 class Transcript:
@@ -123,6 +129,19 @@ class Transcript:
     def has_turn(self, round_: int, kind: str, speaker: str) -> bool:
         return turn_id(round_, kind, speaker) in self._turn_ids
 
+    def turn(self, round_: int, kind: str, speaker: str) -> Entry | None:
+        """The stored entry of a turn, or None when it is not in."""
+        if turn_id(round_, kind, speaker) not in self._turn_ids:
+            return None
+        return next(
+            (
+                e
+                for e in self._entries
+                if e.is_turn and e.round == round_ and e.kind == kind and e.speaker == speaker
+            ),
+            None,
+        )
+
     def before(self, bound: Key) -> list[Entry]:
         """Entries that come before a position: what a turn placed there may see."""
         index = bisect.bisect_left(self._entries, bound, key=lambda e: e.key)
@@ -145,8 +164,25 @@ class Transcript:
 
     @property
     def concluded(self) -> bool:
-        """The conclusion turn is in: the discussion is over. A provisional conclusion does not end it."""
-        return any(e.kind == "conclusion" for e in reversed(self._entries))
+        """The conclusion turn is in (after the last follow-up question, if any): the discussion is over.
+        A provisional conclusion does not end it."""
+        since = self.segment
+        return any(e.kind == "conclusion" and e.key > since for e in reversed(self._entries))
+
+    @property
+    def follow_up(self) -> Entry | None:
+        """The last follow-up question asked of a concluded discussion, or None."""
+        return next((e for e in reversed(self._entries) if e.command == "follow_up"), None)
+
+    @property
+    def segment(self) -> Key:
+        """Where the discussion now going on began: after the last follow-up question, else at the start."""
+        follow_up = self.follow_up
+        return follow_up.key if follow_up is not None else (0, -2, 0, 0)
+
+    def conclusions(self) -> list[Entry]:
+        """Every conclusion given, oldest first: one per follow-up question after the first."""
+        return [e for e in self._entries if e.kind == "conclusion"]
 
     @property
     def last_round(self) -> int:
@@ -155,7 +191,9 @@ class Transcript:
 
     @property
     def stop_requested(self) -> bool:
-        return any(e.command == "stop" for e in self._entries)
+        """A person said stop in the discussion now going on (a follow-up question starts a new one)."""
+        since = self.segment
+        return any(e.command == "stop" and e.key > since for e in self._entries)
 
     def usage(self) -> Usage:
         total = Usage()
@@ -163,6 +201,10 @@ class Transcript:
             if entry.usage is not None:
                 total = total + entry.usage
         return total
+
+    def cost_usd(self) -> float:
+        """What the discussion has cost so far, in US dollars."""
+        return self.usage().cost_usd
 
     def usage_by_speaker(self) -> dict[str, Usage]:
         totals: dict[str, Usage] = {}

@@ -174,3 +174,25 @@ def test_db_upgrade_and_current(db_url: str) -> None:
     current = moot("db", "current")
     assert current.returncode == 0, current.stderr
     assert "(newest)" in current.stdout
+
+
+def test_continue_asks_a_concluded_room_a_follow_up_question(db_url: str, tmp_path: Path) -> None:
+    room_id = completed_room(tmp_path)
+    result = moot("continue", room_id, "But what if we keep the enterprise features closed?", "--json")
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert events[0]["type"] == "room_started" and events[0]["resumed"] is True
+    [asked] = [e for e in events if e["type"] == "intervention_added"]
+    assert asked["follow_up"] is True
+    [concluded] = [e for e in events if e["type"] == "room_concluded"]
+    assert concluded["number"] == 2 and concluded["round"] == 3
+    assert events[-1]["type"] == "room_completed"
+    exported = moot("export", room_id, "--format", "json")
+    assert exported.returncode == 0, exported.stderr
+    assert [c["number"] for c in json.loads(exported.stdout)["conclusions"]] == [1, 2]
+    assert room(db_url, room_id).status == "completed"
+
+
+def test_continue_refuses_a_room_that_has_not_concluded(db_url: str, tmp_path: Path) -> None:
+    unknown = moot("continue", "nosuchroom", "why?")
+    assert unknown.returncode == 2

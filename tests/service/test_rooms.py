@@ -79,6 +79,7 @@ async def test_rooms_of_each_protocol_run_to_the_end_on_a_stored_provider_L1_L3_
                 "decision_advice": "go",
                 "consensus_points": ["a"],
                 "dissent_points": ["b"],
+                "positions": [],  # the stored provider's chair gave no positions in its summaries
             }
         entries = (await ana.get(f"/rooms/{room['id']}/messages")).json()
         speeches = [e for e in entries["items"] if e["kind"] == "speech"]
@@ -293,9 +294,28 @@ async def test_health_and_metrics(shared_server: LiveServer) -> None:
         "moot_rooms_running",
         'moot_turns_total{outcome="completed"}',
         'moot_tokens_total{kind="output"}',
+        "moot_cost_usd_total",
         "moot_model_turn_seconds_bucket",
         "moot_stream_clients",
     ):
         assert family in text, family
     completed = next(line for line in text.splitlines() if line.startswith('moot_rooms{status="completed"}'))
     assert float(completed.split()[-1]) >= 1
+
+
+async def test_a_concluded_room_takes_a_follow_up_question(shared_server: LiveServer) -> None:
+    async with shared_server.client(await shared_server.new_user()) as ana:
+        room = await new_room(ana, room_on("simulated", "board", max_rounds=1))
+        early = await ana.post(f"/rooms/{room['id']}/continue", json={"question": "And then?"})
+        assert early.status_code == 409, early.text  # it has not concluded yet
+        await ana.post(f"/rooms/{room['id']}/run")
+        first = await wait_for(ana, room["id"], "completed")
+        asked = await ana.post(f"/rooms/{room['id']}/continue", json={"question": "What if we wait a year?"})
+        assert asked.status_code == 202, asked.text
+        done = await wait_for(ana, room["id"], "completed")
+        assert done["round"] == 2 and done["conclusion"] != first["conclusion"]
+        entries = (await ana.get(f"/rooms/{room['id']}/messages", params={"limit": 100})).json()["items"]
+        kinds = [(e["kind"], e["round"]) for e in entries if e["kind"] in ("conclusion", "intervention")]
+        assert kinds == [("conclusion", 1), ("intervention", 1), ("conclusion", 2)]
+        exported = await ana.get(f"/rooms/{room['id']}/export", params={"format": "json"})
+        assert [c["number"] for c in exported.json()["conclusions"]] == [1, 2]

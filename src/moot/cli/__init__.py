@@ -26,6 +26,7 @@ from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink
 from moot.cli._render import agent_style
 from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
 from moot.exceptions import ConfigError, ModelUnavailable
+from moot.protocols import get_protocol
 from moot.spec import RoomSpec, load_room
 
 
@@ -112,6 +113,10 @@ class Protocol(StrEnum):
     board = "board"
     sequential = "sequential"
     parallel = "parallel"
+    council = "council"
+    selector = "selector"
+    delphi = "delphi"
+    debate = "debate"
 
 
 class Lang(StrEnum):
@@ -232,6 +237,23 @@ def resume(room_id: RoomId, json_output: JsonFlag = False, interactive: Interact
     raise typer.Exit(_rooms.stored(_rooms.resume(room_id, sink, interactive=interactive)))
 
 
+@app.command("continue")
+def continue_room(
+    room_id: RoomId,
+    question: Annotated[str, typer.Argument(help="The follow-up question for the concluded room.")],
+    json_output: JsonFlag = False,
+    interactive: InteractiveFlag = False,
+) -> None:
+    """Ask a concluded room a follow-up question: it discusses it for more rounds and concludes again.
+
+    Earlier conclusions are kept, numbered. Exits with 2 when the room has not concluded or is unknown.
+    """
+    from moot.cli import _rooms
+
+    sink = _sink(json_output, interactive=interactive)
+    raise typer.Exit(_rooms.stored(_rooms.follow_up(room_id, question, sink, interactive=interactive)))
+
+
 @app.command()
 def show(room_id: RoomId) -> None:
     """Print a stored room's discussion: rounds, speakers, interventions, summaries and the conclusion."""
@@ -283,7 +305,7 @@ def validate(
     """
     console = Console()
     room = _load(room_file, runnable=True)
-    moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
+    moderator = room.chair
     console.print(Text.assemble(("✓ ", "bold green"), (str(room_file), "bold"), " is a valid room"))
     rounds = "1 round" if room.max_rounds == 1 else f"{room.max_rounds} rounds"
     console.print(f"  {room.protocol} · {rounds} · language {room.language}")
@@ -317,7 +339,11 @@ def _warnings(room: RoomSpec) -> list[str]:
             spec.resolve_api_key()
         except ModelUnavailable as exc:
             warnings.append(str(exc))
-    if room.protocol == "board" and not room.declared_moderator_usable and room.moderator is not None:
+    if (
+        get_protocol(room.protocol).chaired
+        and not room.declared_moderator_usable
+        and room.moderator is not None
+    ):
         warnings.append(f"no active moderator; {room.moderator.name} will chair the meeting instead")
     return list(dict.fromkeys(warnings))
 

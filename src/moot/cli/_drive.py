@@ -27,10 +27,9 @@ from moot.events import Event, RoomPaused, RoomStarted, event_json
 from moot.exceptions import MootError
 
 if TYPE_CHECKING:
-    from moot.durable import DurableRun
-    from moot.engine import Run
+    from moot.engine import Steerable
 
-Driven: TypeAlias = "Run | DurableRun"
+Driven: TypeAlias = "Steerable"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -198,11 +197,8 @@ def run_main(main: Coroutine[Any, Any, int]) -> int:
 
 async def steer(run: Driven, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
     """`drive` inside a running loop, for commands that open a store on that loop first."""
-    from moot.engine import Run  # loaded already: the run was built from it
-
     loop = asyncio.get_running_loop()
-    if isinstance(run, Run):
-        run.start()
+    run.start()
     presses = 0
     # A run pauses only once its first event is out: a Run cancelled before its task's first step never ends
     # its stream, and a DurableRun reads the store for a while before it starts its Run.
@@ -249,19 +245,10 @@ async def steer(run: Driven, sink: Sink, *, interactive: bool = False, strict: b
     return EXIT_FAILED
 
 
-def _taking_words(run: Driven) -> bool:
-    """A run takes words while it runs; a stored one also before it starts (it reads them from the store)."""
-    from moot.engine import Run
-
-    if isinstance(run, Run):
-        return run.status == "running"
-    return run.run is None or run.run.status == "running"
-
-
-async def _store_line(run: DurableRun, line: str, sink: Sink) -> None:
+async def _say_line(run: Driven, line: str, sink: Sink) -> None:
     """A stored run keeps the line before taking it in, so a crash right after cannot lose it."""
     try:
-        await run.intervene(line)
+        await run.say(line)
     except (ValueError, MootError) as exc:
         sink.notice(f"⚠ {exc}", "yellow")
 
@@ -297,20 +284,13 @@ def _read_lines(
     `os.read` on the raw descriptor takes no interpreter lock on sys.stdin, so a thread still blocked in
     it when the run ends cannot hang the interpreter's exit.
     """
-    from moot.engine import Run
 
     def take(line: str) -> None:
-        if not line.strip() or not _taking_words(run):
+        if not line.strip() or not run.taking_words:
             return
-        if not isinstance(run, Run):
-            task = loop.create_task(_store_line(run, line, sink))
-            storing.add(task)
-            task.add_done_callback(storing.discard)
-            return
-        try:
-            run.intervene(line)
-        except ValueError as exc:
-            sink.notice(f"⚠ {exc}", "yellow")
+        task = loop.create_task(_say_line(run, line, sink))
+        storing.add(task)
+        task.add_done_callback(storing.discard)
 
     def post(line: bytes) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over

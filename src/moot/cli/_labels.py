@@ -47,6 +47,13 @@ class Labels:
     input: str
     output: str
     total: str
+    cost: str
+    positions: str
+    stances: dict[str, str]
+    consensus_score: str
+    ranked: str
+    selected: str
+    estimates: str
     estimated: str
     paused: str
     stopped: str
@@ -107,12 +114,27 @@ EN = Labels(
         "token_budget": "the token budget was spent",
         "all_failed": "every member failed",
         "no_members": "no member could speak",
+        "consensus": "the members reached consensus",
+        "cost_budget": "the cost budget was reached",
+        "time_budget": "the time budget was reached",
     },
     usage="Token usage",
     agent="Agent",
     input="Input",
     output="Output",
     total="Total",
+    cost="Cost (USD)",
+    positions="Positions",
+    stances={
+        "support": "supports",
+        "oppose": "opposes",
+        "conditional": "supports on conditions",
+        "undecided": "undecided",
+    },
+    consensus_score="Round {n}: consensus {score:.0%} ({leading})",
+    ranked="Peer ranking (mean rank, first places): {lines}",
+    selected="{speaker} speaks next ({by}): {reason}",
+    estimates="Round {n} estimates: median {median:g}, from {low:g} to {high:g}",
     estimated="~ estimated: the model reported no usage",
     paused="Discussion paused at round {n} ({reason}).",
     stopped="Discussion stopped at round {n} ({reason}); it was not saved, so it cannot be resumed.",
@@ -163,12 +185,22 @@ ZH = Labels(
         "token_budget": "已用完 token 预算",
         "all_failed": "所有成员发言失败",
         "no_members": "没有成员可以发言",
+        "consensus": "成员已达成共识",
+        "cost_budget": "已达到费用预算",
+        "time_budget": "已达到时间预算",
     },
     usage="Token 用量",
     agent="成员",
     input="输入",
     output="输出",
     total="合计",
+    cost="费用（美元）",
+    positions="各方立场",
+    stances={"support": "支持", "oppose": "反对", "conditional": "有条件支持", "undecided": "未表态"},
+    consensus_score="第 {n} 轮：共识度 {score:.0%}（{leading}）",
+    ranked="互评排名（平均名次，第一名次数）：{lines}",
+    selected="下一位发言：{speaker}（{by}）：{reason}",
+    estimates="第 {n} 轮估计：中位数 {median:g}，范围 {low:g} 到 {high:g}",
     estimated="~ 为估算值：模型未报告用量",
     paused="讨论已在第 {n} 轮暂停（{reason}）。",
     stopped="讨论已在第 {n} 轮停止（{reason}）；本次讨论未保存，无法继续。",

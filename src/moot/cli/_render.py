@@ -27,9 +27,13 @@ from moot.cli._labels import EN, Labels, labels
 from moot.events import (
     AgentInfo,
     AgentState,
+    ChoiceRequested,
+    EstimatesAggregated,
     Event,
     HistoryCompressed,
     InterventionAdded,
+    PositionsRecorded,
+    RankingsAggregated,
     RoomCompleted,
     RoomConcluded,
     RoomFailed,
@@ -39,6 +43,7 @@ from moot.events import (
     RoundCompleted,
     RoundProgress,
     RoundStarted,
+    SpeakerSelected,
     TurnCompleted,
     TurnDelta,
     TurnFailed,
@@ -417,6 +422,26 @@ class Renderer:
             self.console.print(Text(f"⋯ {message}", style="dim"))
         elif isinstance(event, RoomConcluded):
             self.console.print(self._conclusion(event))
+        elif isinstance(event, RankingsAggregated):
+            lines = ", ".join(
+                f"{a.agent} {a.mean_rank:g} ({a.first_places})"
+                for a in event.answers
+                if a.mean_rank is not None
+            )
+            self.console.print(Text(f"◆ {t.ranked.format(lines=lines or '-')}", style="dim"))
+        elif isinstance(event, ChoiceRequested):
+            self.console.print(Text(f"? {event.prompt}", style="bold yellow"))
+        elif isinstance(event, SpeakerSelected):
+            chosen = t.selected.format(speaker=event.speaker, by=event.by, reason=event.reason)
+            self.console.print(Text(f"→ {chosen}", style="dim"))
+        elif isinstance(event, EstimatesAggregated):
+            if event.median is not None and event.low is not None and event.high is not None:
+                said = t.estimates.format(n=event.round, median=event.median, low=event.low, high=event.high)
+                self.console.print(Text(f"◆ {said}", style="dim"))
+        elif isinstance(event, PositionsRecorded):
+            leading = t.stances.get(event.leading, event.leading)
+            score = t.consensus_score.format(n=event.round, score=event.consensus, leading=leading)
+            self.console.print(Text(f"◆ {score}", style="dim"))
         elif isinstance(event, RoomCompleted):
             self._stop_live()
             reason = t.reasons.get(event.stop_reason, event.stop_reason)
@@ -538,6 +563,13 @@ class Renderer:
         section(t.advice, _wrap(event.decision_advice or t.none, width), "magenta")
         section(t.consensus, bullets(event.consensus_points), "green")
         section(t.dissent, bullets(event.dissent_points), "yellow")
+        if event.positions:
+            lines = [
+                f"{p.agent}: {t.stances.get(p.stance, p.stance)} ({p.confidence:.0%})"
+                + (f" — {p.reason}" if p.reason and p.reason != "-" else "")
+                for p in event.positions
+            ]
+            section(t.positions, bullets(lines), "blue")
         title = Text(f"{t.conclusion} · ", style="bold").append_text(self.name(event.speaker))
         return Panel(
             Group(*parts),
@@ -555,6 +587,9 @@ class Renderer:
         table.add_column(t.agent)
         for header in (t.input, t.output, t.total):
             table.add_column(header, justify="right")
+        priced = total.cost_usd > 0  # free models (local, simulated) show no cost column
+        if priced:
+            table.add_column(t.cost, justify="right")
         estimated = False
 
         def count(usage: Usage, value: int) -> str:
@@ -568,12 +603,14 @@ class Renderer:
                 count(usage, usage.input_tokens),
                 count(usage, usage.output_tokens),
                 count(usage, usage.total_tokens),
+                *([f"${usage.cost_usd:,.4f}"] if priced else []),
             )
         table.add_row(
             Text(t.total, style="bold"),
             count(total, total.input_tokens),
             count(total, total.output_tokens),
             Text(count(total, total.total_tokens), style="bold"),
+            *([Text(f"${total.cost_usd:,.4f}", style="bold")] if priced else []),
         )
         if not estimated:
             return table

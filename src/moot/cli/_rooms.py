@@ -142,6 +142,27 @@ async def resume(room_id: str, sink: Sink, *, interactive: bool) -> int:
         return await _drive_stored(store, room_id, record.spec.language, sink, interactive=interactive)
 
 
+async def follow_up(room_id: str, question: str, sink: Sink, *, interactive: bool) -> int:
+    """Asks a concluded room a follow-up question: more rounds on the same transcript, a new conclusion."""
+    try:
+        question = check_intervention(question)
+    except ValueError as exc:
+        raise MootError(str(exc)) from None
+    async with _opened() as store:
+        record = await store.get_room(room_id)
+        if record.lease is not None and record.lease.alive:
+            raise RoomBusy(f"room {room_id} is running; ask once it has concluded")
+        transcript = await store.load_transcript(room_id)
+        if not transcript.concluded:
+            raise MootError(
+                f"room {room_id} has not concluded yet; resume it with `moot resume {room_id}`, "
+                "or step in with `moot say`"
+            )
+        await store.add_intervention(room_id, question)
+        await store.update_room(room_id, status="paused")
+        return await _drive_stored(store, room_id, record.spec.language, sink, interactive=interactive)
+
+
 async def _drive_stored(
     store: Store, room_id: str, language: str, sink: Sink, *, interactive: bool, strict: bool = False
 ) -> int:

@@ -31,13 +31,17 @@ __all__ = [
 
 
 class Usage(BaseModel):
-    """Tokens of one call or a sum of calls; `estimated` when a provider reported none."""
+    """Tokens of one call or a sum of calls; `estimated` when a provider reported none.
+
+    `cost_usd` is what the tokens cost, from the model's price (0 for local and simulated models).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
     estimated: bool = False
+    cost_usd: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -48,6 +52,7 @@ class Usage(BaseModel):
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             estimated=self.estimated or other.estimated,
+            cost_usd=round(self.cost_usd + other.cost_usd, 10),
         )
 
 
@@ -84,6 +89,9 @@ class TurnContext:
     earlier: tuple[tuple[str, str], ...] = ()  # (speaker, text) of visible speeches, oldest first
     interventions: tuple[str, ...] = ()  # what people said that this turn should address
     members: tuple[str, ...] = ()
+    ask: str = ""  # the prompt a protocol chose for the turn (council_rank, delphi_estimate, ...)
+    options: tuple[str, ...] = ()  # what the turn chooses among: answer labels to rank, speakers to name
+    side: str = ""  # debate: the speaker's side
 
 
 @dataclass(frozen=True, slots=True)

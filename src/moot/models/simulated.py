@@ -632,12 +632,22 @@ def _compose(request: ModelRequest, seed: int) -> str:
     turn = _Turn(
         ctx, _VOICES[language], language, seed, _rng(seed, ctx.speaker, ctx.kind, ctx.round, ctx.task)
     )
+    if ctx.kind == "ranking":
+        return turn.ranking()
+    if ctx.kind == "selection":
+        return turn.selection()
     if ctx.kind == "conclusion" or request.json_output:
         return turn.conclusion()
     build = {"opening": turn.opening, "summary": turn.summary, "digest": turn.digest}.get(
         ctx.kind, turn.speech
     )
-    return _TIDY.sub(r"\1\2", MARKERS[language] + build())
+    text = _TIDY.sub(r"\1\2", MARKERS[language] + build())
+    if ctx.ask == "delphi_estimate":
+        text += f"\n\nESTIMATE: {turn.estimate():g}"
+    if ctx.kind == "summary":
+        block = json.dumps({"positions": turn.member_positions()}, ensure_ascii=False)
+        text += f"\n\n```json\n{block}\n```"
+    return text
 
 
 class _Turn:
@@ -679,8 +689,11 @@ class _Turn:
 
     def stance(self) -> Stance:
         """One stance per speaker for the whole run, spread over the seats so that a room disagrees;
-        a cautious persona never supports outright and a bold one never opposes outright."""
+        a cautious persona never supports outright and a bold one never opposes outright. A debater
+        argues their side."""
         ctx = self.ctx
+        if ctx.side:
+            return "support" if ctx.side == "proposition" else "oppose"
         if ctx.speaker in ctx.members:
             order = list(_STANCES)
             _rng(self.seed, "stances", ctx.task).shuffle(order)
@@ -831,6 +844,86 @@ class _Turn:
             parts.append(self.pick(voice.next_focus, next=ctx.round + 1, focus=focus))
         return self.join(parts)
 
+    def estimate(self) -> float:
+        """A number from 0 to 100 that leans with the speaker's stance, and moves halfway to the panel's
+        median once earlier estimates are in view."""
+        lean = {"support": 75.0, "conditional": 55.0, "oppose": 25.0}.get(self.stance(), 50.0)
+        own = lean + _rng(self.seed, self.ctx.speaker, self.ctx.task, "estimate").uniform(-10, 10)
+        seen = [
+            float(m)
+            for _, text in self.ctx.earlier
+            for m in re.findall(r"ESTIMATE:\s*(-?\d+(?:\.\d+)?)", text)
+        ]
+        if seen:
+            others = sorted(seen)
+            median = (
+                others[len(others) // 2]
+                if len(others) % 2
+                else sum(others[len(others) // 2 - 1 : len(others) // 2 + 1]) / 2
+            )
+            own = own + (median - own) * min(1.0, 0.5 * (self.ctx.round - 1))
+        return round(own)
+
+    def ranking(self) -> str:
+        """Ranks anonymous answers: those that share the reviewer's stance first, the rest by the seed."""
+        mine = self.stance()
+        texts = dict(self.ctx.earlier)
+        labels = list(self.ctx.options)
+        self.rng.shuffle(labels)
+        labels.sort(key=lambda label: _relation(mine, _stance_of(texts.get(label, ""))) != "agree")
+        reason = (
+            "与我立场一致、论证具体的回答排在前面"
+            if self.language == "zh"
+            else "answers that argue my view concretely come first"
+        )
+        return json.dumps({"ranking": labels, "reason": reason}, ensure_ascii=False)
+
+    def selection(self) -> str:
+        """Names who has waited longest to speak (the first of the options in a tie), with why."""
+        ctx = self.ctx
+        last_spoke = {name: index for index, (name, _) in enumerate(ctx.earlier)}
+        options = list(ctx.options) or list(ctx.members)
+        chosen = min(options, key=lambda name: (last_spoke.get(name, -1), options.index(name)))
+        heard = chosen in last_spoke
+        if self.language == "zh":
+            reason = f"{chosen}已经有一阵没发言了" if heard else f"我们还没有听到{chosen}的意见"
+        else:
+            reason = (
+                f"{chosen} has not spoken for a while" if heard else f"we have not heard from {chosen} yet"
+            )
+        return json.dumps({"next": chosen, "reason": reason}, ensure_ascii=False)
+
+    def member_positions(self) -> list[dict[str, object]]:
+        """Each member's stance as read from their words, with a confidence and whether it moved."""
+        ctx = self.ctx
+        views = {v.name: v for v in self.views()}
+        said: dict[str, list[str]] = {}
+        for name, text in ctx.earlier:
+            said.setdefault(name, []).append(text)
+        positions: list[dict[str, object]] = []
+        for name in ctx.members:
+            view = views.get(name)
+            if view is None:
+                positions.append(
+                    {"agent": name, "stance": "undecided", "confidence": 0.0, "changed": False, "reason": "-"}
+                )
+                continue
+            stance = "undecided" if view.stance == "unknown" else view.stance
+            earlier = said.get(name, [])[:-1]
+            changed = bool(earlier) and _stance_of(earlier[-1]) != view.stance
+            confidence = round(_rng(self.seed, name, ctx.round, ctx.task, "confidence").uniform(0.55, 0.9), 2)
+            reason = _clip(view.point, self.language, 16) or "-"
+            positions.append(
+                {
+                    "agent": name,
+                    "stance": stance,
+                    "confidence": confidence,
+                    "changed": changed,
+                    "reason": reason,
+                }
+            )
+        return positions
+
     def digest(self) -> str:
         ctx, voice = self.ctx, self.voice
         views = self.views()
@@ -905,6 +998,7 @@ class _Turn:
             "decision_advice": advice,
             "consensus_points": consensus[:3],
             "dissent_points": dissent[:3],
+            "positions": self.member_positions() if ctx.members else [],
         }
         return json.dumps(result, ensure_ascii=False, indent=2)
 

@@ -1,13 +1,18 @@
-"""Protocols decide who speaks next from the transcript alone, so any transcript can be continued."""
+"""Protocols decide who speaks next from the transcript alone, so any transcript can be continued.
+
+Each protocol is one module of this package; importing the package registers every one of them.
+"""
 
 from __future__ import annotations
 
-from moot.protocols._base import Finish, Protocol, Step, Turn, termination
-from moot.protocols.board import Board
-from moot.protocols.parallel import Parallel
-from moot.protocols.sequential import Sequential
+import importlib
+import pkgutil
 
-PROTOCOLS: dict[str, type[Protocol]] = {p.name: p for p in (Sequential, Parallel, Board)}
+from moot.protocols._base import PROTOCOLS, Finish, Protocol, Step, Turn, Unreadable, one_turn, together
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_protocol(name: str) -> Protocol:
@@ -19,13 +24,12 @@ def get_protocol(name: str) -> Protocol:
 
 __all__ = [
     "PROTOCOLS",
-    "Board",
     "Finish",
-    "Parallel",
     "Protocol",
-    "Sequential",
     "Step",
     "Turn",
+    "Unreadable",
     "get_protocol",
-    "termination",
+    "one_turn",
+    "together",
 ]

@@ -1,22 +1,43 @@
-"""What every protocol shares: steps, turns, termination, and the closing conclusion."""
+"""What every protocol shares: steps, turns, the chair, the closing conclusion, and termination.
+
+A protocol is one file: a subclass of `Protocol` with a `name`. It declares who chairs (if anyone), plans
+its turns from the transcript, says what each turn is asked (by naming a prompt, or building the request
+itself), reads structured answers out of turns, and says what events follow a step. The engine runs
+whatever it returns and knows nothing of boards, councils or debates.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from moot.events import StopReason, TurnKind
-from moot.spec import RoomSpec
-from moot.transcript import Key, Transcript, turn_id
+from moot.events import Event, PositionsRecorded, StopReason, TurnKind
+from moot.positions import (
+    PositionsInvalid,
+    consensus_score,
+    leading_stance,
+    parse_positions,
+)
+from moot.termination import Condition, State, for_room
+from moot.transcript import Entry, Key, Transcript, turn_id
 
-CONCLUSION_STAGE = 9
+if TYPE_CHECKING:
+    from moot.models import ModelRequest
+    from moot.spec import AgentSpec, RoomSpec
+
+_CONCLUSION_STAGE = 9  # the conclusion sorts after every other stage of its round
+
+PROTOCOLS: dict[str, type[Protocol]] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One speaker's turn; it sees every entry placed before `sees` (its own round's start in parallel)."""
+    """One speaker's turn; it sees every entry placed before `sees` (its own round's start in parallel).
+
+    `ask` names the prompt that tells the turn what to do (`moot.prompts`); empty means the kind's own.
+    """
 
     kind: TurnKind
     speaker: str
@@ -24,6 +45,7 @@ class Turn:
     stage: int
     slot: int
     sees: Key
+    ask: str = ""
 
     @property
     def key(self) -> Key:
@@ -42,6 +64,7 @@ class Step:
     turns: tuple[Turn, ...]
     concurrent: bool = False
     stop_reason: StopReason | None = None  # set on the concluding step: why the discussion ended
+    awaiting: tuple[str, ...] = ()  # no turns: the discussion waits for a person to choose one of these
 
     @property
     def is_conclusion(self) -> bool:
@@ -53,16 +76,20 @@ class Finish:
     reason: StopReason
 
 
-def one_turn(kind: TurnKind, speaker: str, round_: int, stage: int) -> Step:
+class Unreadable(ValueError):
+    """A turn's answer lacks what its protocol needs from it; the message is what the model is told."""
+
+
+def one_turn(kind: TurnKind, speaker: str, round_: int, stage: int, ask: str = "") -> Step:
     """A step of a single turn that sees everything before it."""
     key = (round_, stage, 1, 0)
-    return Step(round=round_, turns=(Turn(kind, speaker, round_, stage, 1, key),))
+    return Step(round=round_, turns=(Turn(kind, speaker, round_, stage, 1, key, ask),))
 
 
-def together(kind: TurnKind, speakers: list[str], round_: int, stage: int) -> Step:
+def together(kind: TurnKind, speakers: Sequence[str], round_: int, stage: int, ask: str = "") -> Step:
     """A step whose turns run at once, each seeing the history as it was when the step began."""
     sees = (round_, stage, 1, 0)
-    turns = tuple(Turn(kind, name, round_, stage, 1 + i, sees) for i, name in enumerate(speakers))
+    turns = tuple(Turn(kind, name, round_, stage, 1 + i, sees, ask) for i, name in enumerate(speakers))
     return Step(round=round_, turns=turns, concurrent=True)
 
 
@@ -70,21 +97,59 @@ class Protocol(ABC):
     """A pure function from a transcript to the next step; the engine runs whatever it returns."""
 
     name: ClassVar[str]
+    chaired: ClassVar[bool] = False  # a chair leads even when no agent is declared moderator (B3)
+    borrows_models: ClassVar[bool] = False  # another agent's model speaks for a failed one by default (B13)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            PROTOCOLS[cls.name] = cls
+
+    # ---- who ----------------------------------------------------------------------------------------------
+
+    def chair(self, room: RoomSpec) -> AgentSpec | None:
+        """Who chairs: the moderator (or its stand-in) where the protocol has a chair or one is declared."""
+        return room.moderator if (self.chaired or room.has_moderator) else None
+
+    # ---- what -----------------------------------------------------------------------------------------------
 
     @abstractmethod
     def plan(self, room: RoomSpec, transcript: Transcript) -> Iterator[Step]:
         """Every step of an uninterrupted run, in order; `next_step` skips those already done."""
 
-    def next_step(self, room: RoomSpec, transcript: Transcript) -> Step | Finish:
-        reason = termination(room, transcript)
+    def termination(self, room: RoomSpec) -> Condition:
+        """When the discussion ends early: what the room file asks for (`moot.termination`)."""
+        return for_room(room)
+
+    def next_step(
+        self,
+        room: RoomSpec,
+        transcript: Transcript,
+        *,
+        elapsed: float | None = None,
+        condition: Condition | None = None,
+    ) -> Step | Finish:
+        """The first step of the plan not yet done, unless a termination condition ends the discussion."""
+        condition = condition or self.termination(room)
+        reason = condition.check(State(room, transcript, elapsed=elapsed))
+        follow_up = transcript.follow_up
+        answered = follow_up.round if follow_up is not None else -1  # rounds before it ended already
         if reason is None:
             for step in self.plan(room, transcript):
+                if step.awaiting:
+                    return step
                 remaining = tuple(
                     t for t in step.turns if not transcript.has_turn(t.round, t.kind, t.speaker)
                 )
                 if remaining:
-                    return replace(step, turns=remaining)
-                reason = termination(room, transcript, just_finished=step)
+                    upcoming = replace(step, turns=remaining)
+                    reason = condition.check(State(room, transcript, upcoming=upcoming, elapsed=elapsed))
+                    if reason is None:
+                        return upcoming
+                    break
+                if step.round <= answered:
+                    continue
+                reason = condition.check(State(room, transcript, just_finished=step, elapsed=elapsed))
                 if reason is not None:
                     break
             else:
@@ -92,25 +157,84 @@ class Protocol(ABC):
         return self.conclude(room, transcript, reason)
 
     def conclude(self, room: RoomSpec, transcript: Transcript, reason: StopReason) -> Step | Finish:
-        """The moderator's conclusion when there is a moderator and none was given yet, else the end."""
-        moderator = room.moderator if (room.protocol == "board" or room.has_moderator) else None
-        if moderator is None or transcript.concluded:
+        """The chair's conclusion when there is a chair and none was given yet, else the end."""
+        turn = self.conclusion_turn(room, transcript)
+        if turn is None or transcript.concluded:
             return Finish(reason)
-        step = one_turn("conclusion", moderator.name, transcript.last_round, CONCLUSION_STAGE)
-        return replace(step, stop_reason=reason)
+        return Step(round=turn.round, turns=(turn,), stop_reason=reason)
 
+    def conclusion_turn(self, room: RoomSpec, transcript: Transcript) -> Turn | None:
+        """The turn that concludes (B11), also where a failed room's fallback conclusion is kept (B12)."""
+        chair = self.chair(room)
+        if chair is None:
+            return None
+        round_ = transcript.last_round
+        key = (round_, _CONCLUSION_STAGE, 1, 0)
+        return Turn("conclusion", chair.name, round_, _CONCLUSION_STAGE, 1, key)
 
-def termination(
-    room: RoomSpec, transcript: Transcript, just_finished: Step | None = None
-) -> StopReason | None:
-    """Conditions that end a discussion early: a stop command (B9), the token budget, a round of failures."""
-    if transcript.stop_requested:
-        return "stop_command"
-    budget = room.limits.max_total_tokens
-    if budget is not None and transcript.usage().total_tokens >= budget:
-        return "token_budget"
-    if just_finished is not None and any(t.kind == "speech" for t in just_finished.turns):
-        spoken, failed = transcript.speech_counts(just_finished.round)
-        if room.members and spoken >= len(room.members) and failed == spoken:
-            return "all_failed"
-    return None
+    # ---- asking and reading ---------------------------------------------------------------------------------
+
+    def request(
+        self,
+        room: RoomSpec,
+        agent: AgentSpec,
+        turn: Turn,
+        visible: Sequence[Entry],
+        digest: Entry | None,
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        transcript: Transcript,
+    ) -> ModelRequest:
+        """What the turn sends its model: by default its history (L9) and the prompt `turn.ask` names."""
+        from moot.prompts import build_request
+
+        return build_request(
+            room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
+            max_tokens=max_tokens, temperature=temperature, ask=turn.ask,
+        )  # fmt: skip
+
+    def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:
+        """What the protocol needs out of a turn's answer, or None when it needs nothing.
+
+        Raises `Unreadable` when the answer lacks it: the turn is asked once more with the error (B11's
+        way), and on a second failure `fallback` stands in. A chair's summary carries the members'
+        positions: a block that is there must be valid, and one must be there where the room stops on
+        consensus.
+        """
+        if turn.kind != "summary":
+            return None
+        try:
+            positions = parse_positions(text, [a.name for a in room.members])
+        except PositionsInvalid as exc:
+            if room.consensus is not None or '"positions"' in text:
+                raise Unreadable(str(exc)) from None
+            return None
+        return {"positions": [p.model_dump() for p in positions]}
+
+    def fallback(self, room: RoomSpec, turn: Turn, text: str) -> dict[str, Any] | None:
+        """What stands in when a turn's answer stays unreadable; None keeps the turn without it."""
+        return None
+
+    def before_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
+        """Events that announce a step as it begins (who was chosen to speak); none by default."""
+        return []
+
+    def after_step(self, room: RoomSpec, transcript: Transcript, step: Step) -> list[Event]:
+        """Events that follow a step once all its turns are in: by default, the positions of a summary."""
+        events: list[Event] = []
+        for turn in step.turns:
+            if turn.kind != "summary":
+                continue
+            entry = transcript.turn(turn.round, turn.kind, turn.speaker)
+            if entry is not None and entry.positions:
+                events.append(
+                    PositionsRecorded(
+                        round=turn.round,
+                        speaker=turn.speaker,
+                        positions=list(entry.positions),
+                        consensus=consensus_score(entry.positions),
+                        leading=leading_stance(entry.positions),
+                    )
+                )
+        return events

@@ -11,13 +11,15 @@ from moot.transcript import Transcript
 
 class Board(Protocol):
     name = "board"
+    chaired = True
+    borrows_models = True
 
     def plan(self, room: RoomSpec, transcript: Transcript) -> Iterator[Step]:
-        moderator = room.moderator
+        moderator = self.chair(room)
         if moderator is None:
             return
         yield one_turn("opening", moderator.name, 0, 0)
         names = [a.name for a in room.members]
         for round_ in range(1, room.max_rounds + 1):
-            yield together("speech", names, round_, 0)
+            yield together("speech", names, round_, 0, ask="board_speech")
             yield one_turn("summary", moderator.name, round_, 1)

@@ -56,6 +56,7 @@ class Metrics:
     turns_failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0
     stream_clients: int = 0  # subscriptions open now (SSE and WebSocket)
     stream_clients_cut: int = 0  # subscribers cut for falling behind
     first_token_seconds: Histogram = field(default_factory=Histogram)  # turn_started to first delta
@@ -86,6 +87,9 @@ class MetricsCollector(Collector):
         tokens.add_metric(["input"], m.input_tokens)
         tokens.add_metric(["output"], m.output_tokens)
         yield tokens
+        yield CounterMetricFamily(
+            "moot_cost_usd", "What the turns cost, in US dollars, by the models' prices.", value=m.cost_usd
+        )
         for name, text, histogram in (
             (
                 "moot_model_first_token_seconds",

@@ -340,6 +340,7 @@ class RoomManager:
             m.turns_completed += 1
             m.input_tokens += event.usage.input_tokens
             m.output_tokens += event.usage.output_tokens
+            m.cost_usd += event.usage.cost_usd
             took = timing.end(event.turn_id)
             if took is not None:
                 m.turn_seconds.observe(took)

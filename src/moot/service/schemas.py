@@ -437,6 +437,12 @@ class MessageCreate(_In):
     author: AgentName | None = Field(None, description="Who speaks; your user name when absent.")
 
 
+class FollowUpCreate(_In):
+    """A follow-up question for a concluded room: it discusses it for more rounds and concludes again."""
+
+    question: str = Field(min_length=1, max_length=MAX_INTERVENTION_CHARS)
+
+
 class MessageAccepted(_Out):
     id: str
     text: str

@@ -32,6 +32,7 @@ from moot.service.schemas import (
     EntryPublic,
     ErrorResponse,
     ExportFormat,
+    FollowUpCreate,
     MessageAccepted,
     MessageCreate,
     ModelIn,
@@ -320,6 +321,32 @@ async def delete_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manage
 @router.post("/{room_id}/run", response_model=RoomPublic, status_code=status.HTTP_202_ACCEPTED)
 async def run_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep) -> RoomPublic:
     """Starts the room, or resumes it where it stopped (L10); it runs on when no client watches."""
+    await manager.run(room.id)
+    return await _fresh(store, room, manager, user)
+
+
+@router.post("/{room_id}/continue", response_model=RoomPublic, status_code=status.HTTP_202_ACCEPTED)
+async def continue_room(
+    body: FollowUpCreate, user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep
+) -> RoomPublic:
+    """Asks a concluded room a follow-up question: more rounds on the same transcript, then a new
+    conclusion; the earlier conclusions are kept, numbered, in the transcript and its exports."""
+    try:
+        question = check_intervention(body.question)
+    except ValueError as exc:
+        raise ConfigError(f"question: {exc}") from None
+    if manager.is_running(room.id) or state_of(room) == "running":
+        raise Conflict(room.id, "running", f"room {room.id} is still running; ask once it has concluded")
+    transcript = await store.load_transcript(room.id)
+    if not transcript.concluded:
+        raise Conflict(
+            room.id,
+            state_of(room),
+            f"room {room.id} has not concluded yet; run it to its end first",
+            ("run",),
+        )
+    await store.add_intervention(room.id, question, author=user.name)
+    await store.update_room(room.id, status="paused")
     await manager.run(room.id)
     return await _fresh(store, room, manager, user)
 
