@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import orjson
 
+from moot.exceptions import ContextTooLong, ModelError, ModelRequestError
 from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
 from moot.models._http import httpx_client, raise_refusal, sdk_http_client
 from moot.models.retry import (
@@ -45,8 +46,51 @@ def _messages(request: ModelRequest) -> list[dict[str, str]]:
 
 
 def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
-    """The request's limit, never above the model's own `max_tokens`."""
+    """The request's limit, never above the model's own `max_tokens`, which bounds speeches: a structured
+    answer (the conclusion) has its own limit, as a cut one is no answer at all."""
+    if request.json_output:
+        return request.max_tokens
     return min(request.max_tokens, spec.max_tokens or request.max_tokens)
+
+
+# How each server (by base URL) takes a request for JSON, learnt by trying: "json_schema" (the schema is
+# enforced, by grammar on llama.cpp and vLLM), "json_object", or "prompt" (the instruction alone). A server
+# that rejects one is asked with the next, and remembered for the rest of the process.
+FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
+_formats: dict[str, str] = {}
+
+
+def format_mode(base_url: str, request: ModelRequest) -> str | None:
+    """The response format to ask `base_url` for, or None for a request that wants no JSON."""
+    if not request.json_output:
+        return None
+    mode = _formats.get(base_url, "json_schema")
+    if mode == "json_schema" and request.schema is None:
+        mode = "json_object"
+    return mode
+
+
+def _response_format(mode: str | None, request: ModelRequest) -> dict[str, Any] | None:
+    if mode == "json_schema":
+        schema = {"name": request.schema_name, "schema": request.schema, "strict": True}
+        return {"type": "json_schema", "json_schema": schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _refused_format(mode: str | None, error: ModelError) -> bool:
+    """Whether `error` may be the server refusing the response format (then the next one is tried)."""
+    return (
+        mode not in (None, "prompt")
+        and isinstance(error, ModelRequestError)
+        and not isinstance(error, ContextTooLong)
+        and error.status in (400, 422)
+    )
+
+
+def _downgrade(base_url: str, mode: str) -> None:
+    _formats[base_url] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
 
 
 def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
@@ -150,14 +194,36 @@ class OpenAILeanModel(Model):
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
             self._client = httpx_client(
-                self.spec,
-                base_url=self.spec.base_url or DEFAULT_BASE_URL,
-                headers=headers,
-                timeout=self.spec.timeout,
+                self.spec, base_url=self._base_url(), headers=headers, timeout=self.spec.timeout
             )
         return self._client
 
-    def _body(self, request: ModelRequest) -> bytes:
+    def _base_url(self) -> str:
+        return self.spec.base_url or DEFAULT_BASE_URL
+
+    async def server_window(self) -> int | None:
+        """The window a local server states: llama.cpp's `/v1/models` meta or `/props`, vLLM's
+        `max_model_len`. Asked only of a server named by base_url (a hosted API's limits are known)."""
+        if not self.spec.base_url:
+            return None
+        try:
+            client = self._connect()
+            response = await client.get("models", timeout=10)
+            data = response.json() if response.status_code == 200 else {}
+            found = _window_in_models(data, self.spec.name)
+            if (
+                found is None
+                and (root := self._base_url().rstrip("/").removesuffix("/v1")) != self._base_url()
+            ):
+                response = await client.get(f"{root}/props", timeout=10)
+                props = response.json() if response.status_code == 200 else {}
+                settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+                found = settings.get("n_ctx") if isinstance(settings, dict) else None
+        except (httpx.HTTPError, ValueError, ModelError):
+            return None
+        return found if isinstance(found, int) and found > 0 else None
+
+    def _body(self, request: ModelRequest, mode: str | None = None) -> bytes:
         payload: dict[str, Any] = {
             "model": self.spec.name,
             "messages": _messages(request),
@@ -168,13 +234,31 @@ class OpenAILeanModel(Model):
         temperature = _temperature(self.spec, request)
         if temperature is not None:
             payload["temperature"] = temperature
-        if request.json_output:
-            payload["response_format"] = {"type": "json_object"}
+        response_format = _response_format(mode, request)
+        if response_format is not None:
+            payload["response_format"] = response_format
         return orjson.dumps(payload)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        client = self._connect()
+        while True:
+            mode = format_mode(self._base_url(), request)
+            yielded = False
+            try:
+                async for item in self._stream(client, request, mode):
+                    yielded = True
+                    yield item
+                return
+            except ModelError as exc:
+                if yielded or mode is None or not _refused_format(mode, exc):
+                    raise
+                _downgrade(self._base_url(), mode)
+
+    async def _stream(
+        self, client: httpx.AsyncClient, request: ModelRequest, mode: str | None
+    ) -> AsyncIterator[str | Completion]:
         state = _ChatStream(self.spec)
-        pump = asyncio.create_task(self._pump(self._connect(), self._body(request), state))
+        pump = asyncio.create_task(self._pump(client, self._body(request, mode), state))
         texts, arrived = state.texts, state.arrived
         parts: list[str] = []
         try:
@@ -240,6 +324,21 @@ class OpenAILeanModel(Model):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _window_in_models(data: object, name: str) -> int | None:
+    """The context window in a `/v1/models` answer: llama.cpp's `meta.n_ctx`, vLLM's `max_model_len`."""
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        return None
+    entries = [m for m in models if isinstance(m, dict)]
+    named = [m for m in entries if m.get("id") == name] or (entries if len(entries) == 1 else [])
+    for entry in named:
+        meta = entry.get("meta")
+        window = meta.get("n_ctx") if isinstance(meta, dict) else entry.get("max_model_len")
+        if isinstance(window, int) and window > 0:
+            return window
+    return None
 
 
 class OpenAISDKModel(Model):
