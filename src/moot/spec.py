@@ -303,6 +303,13 @@ class Limits(_Spec):
 
     max_total_tokens: int | None = Field(None, gt=0, description="Stop and conclude past this many tokens.")
     reply_tokens: int = Field(1024, gt=0, le=200_000, description="Most tokens in one reply by default.")
+    structured_tokens: int = Field(
+        1024,
+        gt=0,
+        le=200_000,
+        description="Most tokens in a structured answer (the conclusion): its own limit, not a speech's, "
+        "since a JSON object cut short is no answer at all.",
+    )
     turn_timeout: float = Field(600.0, gt=0, description="Seconds one turn may take, retries included.")
     history_share: float = Field(
         0.6, gt=0.05, lt=1, description="Share of a model's context window the history may fill (B10)."

