@@ -165,7 +165,11 @@ class AnthropicModel(Model):
         try:
             response = await client.messages.create(
                 model=spec.name,
-                max_tokens=min(request.max_tokens, spec.max_tokens or request.max_tokens),
+                max_tokens=(  # the model's cap bounds speeches; a structured answer has its own limit
+                    request.max_tokens
+                    if request.json_output
+                    else min(request.max_tokens, spec.max_tokens or request.max_tokens)
+                ),
                 system=request.system or anthropic.omit,
                 messages=alternating_turns(request.messages),
                 # the SDK has no sampling parameters any more; the API and compatible servers read it

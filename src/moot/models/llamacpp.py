@@ -143,8 +143,9 @@ class LocalServer:
         }
         # the server's log, read back only when it fails to start; closed by stop()
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
-        self.process = await asyncio.to_thread(
-            subprocess.Popen,
+        # Started from the event loop's own thread, not a worker's: the kernel's parent-death signal follows
+        # the thread that started the child, and a worker thread may end long before Moot does.
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, not a wait
             [sys.executable, "-m", "moot.models._llamacpp_child", json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

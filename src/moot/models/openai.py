@@ -58,6 +58,7 @@ def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
 # that rejects one is asked with the next, and remembered for the rest of the process.
 FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
 _formats: dict[str, str] = {}
+_RESEND_STALE = 2  # times a request is sent again when the server dropped the connection without an answer
 
 
 def format_mode(base_url: str, request: ModelRequest) -> str | None:
@@ -282,22 +283,32 @@ class OpenAILeanModel(Model):
     async def _pump(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> None:
         spec = self.spec
         started = False
+        resent = 0
         try:
-            async with client.stream("POST", "chat/completions", content=body) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise status_error(
-                        spec,
-                        response.status_code,
-                        error_detail(body),
-                        retry_after=retry_after(response.headers),
-                        key=self._key,
-                        body=body,
-                    )
-                started = True
-                feed = state.feed
-                async for raw in response.aiter_raw():
-                    feed(raw)
+            while True:
+                try:
+                    async with client.stream("POST", "chat/completions", content=body) as response:
+                        if response.status_code >= 400:
+                            error = await response.aread()
+                            raise status_error(
+                                spec,
+                                response.status_code,
+                                error_detail(error),
+                                retry_after=retry_after(response.headers),
+                                key=self._key,
+                                body=error,
+                            )
+                        started = True
+                        feed = state.feed
+                        async for raw in response.aiter_raw():
+                            feed(raw)
+                    break
+                except httpx.RemoteProtocolError:
+                    # A kept-alive connection the server closed just as the request went out on it (no
+                    # answer at all): sent again at once, on a fresh connection, as browsers do.
+                    if started or resent == _RESEND_STALE:
+                        raise
+                    resent += 1
         except httpx.TimeoutException as exc:
             raise connection_error(spec, exc, started=started, timed_out=True) from exc
         except httpx.RequestError as exc:
