@@ -86,7 +86,7 @@ def gone(pid: int, timeout: float) -> bool:
 async def test_a_board_meeting_on_a_gguf_file_with_no_server_to_set_up(gguf: Path) -> None:
     spec = room(
         "board",
-        {"provider": "llamacpp", "model_path": gguf.name, "slots": 2, "context_window": 1024, "threads": 1},
+        {"provider": "llamacpp", "model_path": gguf.name, "slots": 2, "context_window": 2048, "threads": 1},
     )
     run = Run(spec)
     events: list[Event] = []
