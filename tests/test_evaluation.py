@@ -76,6 +76,6 @@ async def test_every_method_shares_the_budget_and_a_model_that_computes_is_alway
         ("board", 3, 3),
     ]
     limits = Counter(request.max_tokens for request in model.requests)
-    # single: 300; vote: 3 x 100; debate: 3 agents x 2 rounds x 50; board: 4 talk turns x 60, conclusion 120
-    assert limits == {300: 3, 100: 9, 50: 18, 60: 12, 120: 3}
+    # single: 300; vote: 3 x 100; debate: 3 agents x 2 rounds x 50; board: 4 spoken turns x 50, conclusion 100
+    assert limits == {300: 3, 100: 9 + 3, 50: 18 + 12}
     assert "| single | 3/3 | 100% | 44%–100% |" in evaluation.table(results)

@@ -168,14 +168,19 @@ async def board(model: Model, question: Question, budget: int) -> tuple[str, Usa
     from moot.engine import Run
     from moot.spec import RoomSpec
 
-    turns = 5  # opening, two speeches, summary, conclusion
+    # Four spoken turns (opening, two speeches, summary) share two thirds of the budget, the conclusion has a
+    # third, and is not asked again: the meeting's output stays within the budget, as every method's does.
     room = RoomSpec.from_data(
         {
             "task": f"{question.text} {ANSWER} Put the final number in decision_advice.",
             "protocol": "board",
             "max_rounds": 1,
             "models": {"m": {"provider": "simulated"}},  # stands in for the declaration; `model` speaks
-            "limits": {"reply_tokens": budget // turns, "structured_tokens": 2 * budget // turns},
+            "limits": {
+                "reply_tokens": budget // 6,
+                "structured_tokens": budget // 3,
+                "conclusion_retries": 0,
+            },
             "agents": [
                 {
                     "name": "Chair",
