@@ -2,7 +2,7 @@
 
 `pip install moot` brings what the library and the terminal need: the simulated model, OpenAI-compatible
 servers over httpx, and rooms stored in SQLite. The HTTP service, PostgreSQL, the Anthropic SDK and the
-OpenAI SDK transport are extras (see pyproject.toml); code that needs one imports it late and calls
+OpenAI SDK transport and local GGUF models (llama.cpp's server) are extras (see pyproject.toml); code that needs one imports it late and calls
 `missing` or `explain` to turn an absent package into a message a person can act on.
 """
 
@@ -27,6 +27,7 @@ EXTRA_OF: dict[str, str] = {
     "anthropic": "anthropic",
     "httpx2": "anthropic",
     "openai": "openai-sdk",
+    "xllamacpp": "local",
 }
 
 
@@ -64,6 +65,8 @@ def missing_for_model(spec: ModelSpec) -> str | None:
     """What a model declaration needs installed beyond the core, if it is absent."""
     if spec.provider == "anthropic":
         return missing(spec.label, "anthropic", "httpx2")
+    if spec.provider == "llamacpp":
+        return missing(f"{spec.label} (provider: llamacpp)", "xllamacpp")
     if spec.provider == "openai" and spec.transport == "sdk":
         return missing(f"{spec.label} (transport: sdk)", "openai")
     return None

@@ -34,6 +34,25 @@ CONCLUSION_SCHEMA: dict[str, object] = {
     },
 }
 
+# What servers that enforce a schema (by grammar: llama.cpp, vLLM; OpenAI's structured outputs) are asked
+# for: the same object, with bounds on each text so that even a small model that rambles ends the object
+# well inside the answer's token limit, instead of being cut off mid-string.
+CONCLUSION_RESPONSE_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["summary", "decision_advice", "consensus_points", "dissent_points"],
+    "properties": {
+        "summary": {"type": "string", "minLength": 1, "maxLength": 600},
+        "decision_advice": {"type": "string", "maxLength": 400},
+        "consensus_points": {
+            "type": "array",
+            "maxItems": 4,
+            "items": {"type": "string", "maxLength": 160},
+        },
+        "dissent_points": {"type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 160}},
+    },
+}
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 

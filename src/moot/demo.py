@@ -136,10 +136,12 @@ def demo_room(
     language: Language = "en",
     tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND,
     seed: int = 0,
+    model: dict[str, Any] | None = None,
 ) -> RoomSpec:
     """A board of four members and a moderator on the simulated model; the same people in every protocol.
 
     `tokens_per_second` paces the stream so a person can read along (0 streams at once, for tests).
+    `model`: another model declaration for every agent (`local_model` gives the local GGUF model's).
     """
     base = _ROOMS[language]
     data = {
@@ -149,7 +151,14 @@ def demo_room(
         # a selector round is one speech: the demo gives every member as many turns as the rounds asked
         "max_rounds": rounds * (len(base["agents"]) - 1) if protocol == "selector" else rounds,
         "language": language,
-        "models": {"sim": {"provider": "simulated", "seed": seed, "tokens_per_second": tokens_per_second}},
+        "models": {
+            "sim": model or {"provider": "simulated", "seed": seed, "tokens_per_second": tokens_per_second}
+        },
         "agents": base["agents"],
     }
     return RoomSpec.from_data(data, source="demo room")
+
+
+def local_model(path: str) -> dict[str, Any]:
+    """The demo's declaration of a local GGUF model: short replies, one slot per member, modest threads."""
+    return {"provider": "llamacpp", "model_path": path, "max_tokens": 120, "slots": 4, "context_window": 2048}

@@ -262,6 +262,7 @@ class Run(Steerable):
         self._given_models = dict(models or {})
         self._models: dict[tuple[object, ...], Model] = {}  # built once per run, by the spec's value
         self._windows: dict[tuple[object, ...], int] = {}  # context windows servers said were smaller
+        self._asked: set[tuple[object, ...]] = set()  # models whose server was asked for its window
         self._seq = start_seq
         self._on_entry = on_entry
         self._after_start = list(after_start)
@@ -831,6 +832,30 @@ class Run(Steerable):
         """The context window to fit: the declared one, or the smaller one its server reported this run."""
         return min(spec.window, self._windows.get(_spec_key(spec), spec.window))
 
+    async def _learn_server_window(self, spec: ModelSpec, agent: AgentSpec) -> None:
+        """Asks a model's server for its context window once per run; fits the smaller of it and the room
+        file's, and warns when a declared window is not what the server has."""
+        key = _spec_key(spec)
+        if key in self._asked:
+            return
+        self._asked.add(key)
+        try:
+            stated = await self._model(spec, agent).server_window()
+        except ModelError:
+            return  # the turn itself will fail with this error, where it is reported
+        if stated is None or stated == spec.window:
+            return
+        if stated < self._window(spec):
+            self._windows[key] = stated
+        if spec.context_window is not None:
+            await self._emit(
+                RoomWarning(
+                    code="context_window_differs",
+                    message=f"{spec.label}: the room file says context_window {spec.context_window:,} but the "
+                    f"server reads {stated:,} tokens; fitting the discussion to {self._window(spec):,}",
+                )
+            )
+
     def _learn_window(self, spec: ModelSpec, error: ContextTooLong) -> bool:
         """Remembers the window a server reported for the rest of the run; False when there is nothing new."""
         if error.limit is None or error.limit >= self._window(spec):
@@ -985,7 +1010,10 @@ class Run(Steerable):
         """The turn's request, its history fitted to the model's window (system prompt, task and instruction
         counted): compressed where it is too long, and the oldest entries left out where that is not enough."""
         visible = [e for e in self.transcript.before(turn.sees) if not e.failed]
+        await self._learn_server_window(spec, agent)
         max_tokens = spec.max_tokens or self.room.limits.reply_tokens
+        if turn.kind == "conclusion":  # a structured answer has its own limit, within a third of the window
+            max_tokens = min(self.room.limits.structured_tokens, self._window(spec) // 3)
 
         def build(entries: list[Entry], digest: Entry | None) -> ModelRequest:
             return self._protocol.request(

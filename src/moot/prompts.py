@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from moot.conclusion import CONCLUSION_SCHEMA
+from moot.conclusion import CONCLUSION_RESPONSE_SCHEMA, CONCLUSION_SCHEMA
 from moot.models import Message, ModelRequest, TurnContext
 from moot.spec import AgentSpec, Language, RoomSpec
 from moot.transcript import USER, Entry
@@ -327,6 +327,8 @@ def build_request(
         max_tokens=max_tokens,
         temperature=temperature,
         json_output=kind == "conclusion",
+        schema=CONCLUSION_RESPONSE_SCHEMA if kind == "conclusion" else None,
+        schema_name="conclusion",
         context=context,
     )
 

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         "connection opens, whatever the name resolves to then; providers are then reached directly, not "
         "through HTTP(S)_PROXY.",
     )
+    local_models_dir: Path | None = Field(
+        None,
+        description="A folder of GGUF files that rooms may run with provider: llamacpp (model_path names a "
+        "file in it; llama.cpp's server is started on this machine). Unset, the service refuses local models.",
+    )
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body the server reads.")
     provider_test_timeout: float = Field(15.0, gt=0, description="Seconds `POST /providers/{id}/test` waits.")
     interventions_per_room: int = Field(

@@ -28,20 +28,26 @@ from pydantic import (
 
 from moot.exceptions import ConfigError, ModelUnavailable
 
-Provider = Literal["openai", "anthropic", "simulated"]
+Provider = Literal["openai", "anthropic", "simulated", "llamacpp"]
 # The protocols a room file may name (`moot.protocols` holds one file for each).
 ProtocolName = Literal["sequential", "parallel", "board", "council", "selector", "delphi", "debate"]
 Language = Literal["en", "zh"]
 Role = Literal["member", "moderator"]
 
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "simulated")
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "simulated", "llamacpp")
 DEFAULT_MODEL: dict[str, str] = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-sonnet-4-5",
     "simulated": "simulated",
+    "llamacpp": "local",
 }
 # Context windows we assume when a model declares none; history is compressed to fit (B10).
-DEFAULT_CONTEXT_WINDOW: dict[str, int] = {"openai": 128_000, "anthropic": 200_000, "simulated": 32_000}
+DEFAULT_CONTEXT_WINDOW: dict[str, int] = {
+    "openai": 128_000,
+    "anthropic": 200_000,
+    "simulated": 32_000,
+    "llamacpp": 4096,  # per slot: what Moot asks llama.cpp's server for when it starts one
+}
 PALETTE: tuple[str, ...] = (
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
     "#42d4f4", "#f032e6", "#9a6324", "#469990", "#808000",
@@ -167,6 +173,15 @@ class ModelSpec(_Spec):
     )
     seed: int | None = Field(None, description="simulated only: the same seed gives the same words.")
     tokens_per_second: float | None = Field(None, ge=0, description="simulated only: 0 streams at once.")
+    model_path: str | None = Field(
+        None,
+        max_length=4096,
+        description="llamacpp only: a GGUF file, by path or by a name `moot models` lists.",
+    )
+    slots: int | None = Field(
+        None, ge=1, le=64, description="llamacpp only: replies the server makes at once (parallel speakers)."
+    )
+    threads: int | None = Field(None, ge=1, le=256, description="llamacpp only: CPU threads for the model.")
     # Never read from a room: the service sets it, in memory, on the models of the rooms it runs.
     _refuses_private_addresses: bool = PrivateAttr(False)
 
@@ -175,10 +190,29 @@ class ModelSpec(_Spec):
     def _base_url(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value.strip(), "http://127.0.0.1:11434/v1")
 
+    @model_validator(mode="after")
+    def _local_fields(self) -> ModelSpec:
+        if self.provider == "llamacpp":
+            if not self.model_path:
+                raise ValueError(
+                    "provider llamacpp needs model_path: a GGUF file (`moot models` lists those it finds)"
+                )
+            if self.base_url is not None:
+                raise ValueError("provider llamacpp starts its own server: give model_path, not base_url")
+        else:
+            given = [f for f in ("model_path", "slots", "threads") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for provider llamacpp (a local GGUF model)")
+        return self
+
     @property
     def name(self) -> str:
-        """The model's name, or its provider's default model (L2)."""
-        return self.model or DEFAULT_MODEL[self.provider]
+        """The model's name, or its provider's default model (L2); a local model's file name."""
+        if self.model:
+            return self.model
+        if self.provider == "llamacpp" and self.model_path:
+            return Path(self.model_path).name.removesuffix(".gguf")
+        return DEFAULT_MODEL[self.provider]
 
     @property
     def label(self) -> str:
@@ -213,7 +247,7 @@ class ModelSpec(_Spec):
                     model=self.label,
                 )
             return value
-        if self.provider == "simulated":
+        if self.provider in ("simulated", "llamacpp"):
             return None
         default_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[self.provider]
         value = os.environ.get(default_env)
@@ -281,6 +315,13 @@ class Limits(_Spec):
 
     max_total_tokens: int | None = Field(None, gt=0, description="Stop and conclude past this many tokens.")
     reply_tokens: int = Field(1024, gt=0, le=200_000, description="Most tokens in one reply by default.")
+    structured_tokens: int = Field(
+        1024,
+        gt=0,
+        le=200_000,
+        description="Most tokens in a structured answer (the conclusion): its own limit, not a speech's, "
+        "since a JSON object cut short is no answer at all.",
+    )
     turn_timeout: float = Field(600.0, gt=0, description="Seconds one turn may take, retries included.")
     history_share: float = Field(
         0.6, gt=0.05, lt=1, description="Share of a model's context window the history may fill (B10)."
@@ -380,6 +421,10 @@ class RoomSpec(_Spec):
         if ref in self.models:
             return self.models[ref]
         provider, _, name = ref.partition(":")
+        if provider == "llamacpp":  # `llamacpp:FILE`: a local GGUF model by path or by name
+            if not name:
+                raise ValueError(f"{where}: write llamacpp:FILE, naming a GGUF file (see `moot models`)")
+            return ModelSpec.model_validate({"provider": provider, "model_path": name})
         if provider in PROVIDERS:
             return ModelSpec.model_validate({"provider": provider, "model": name or None})
         known = sorted(self.models)

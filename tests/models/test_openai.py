@@ -74,14 +74,17 @@ async def test_temperature_json_output_and_the_models_token_cap_are_sent(
     server: FakeLLMServer, make_spec: MakeSpec, make_model: MakeModel, transport: str, collect: Collect
 ) -> None:
     model = make_model(make_spec(transport=transport, temperature=0.3, max_tokens=100))
+    await collect(model, ModelRequest(system="", messages=(Message("user", "Speak"),), max_tokens=500))
     await collect(
-        model, ModelRequest(system="", messages=(Message("user", "JSON please"),), json_output=True)
+        model,
+        ModelRequest(system="", messages=(Message("user", "JSON please"),), max_tokens=700, json_output=True),
     )
-    body = server.requests[0].body
-    assert body["temperature"] == 0.3
-    assert body["max_tokens"] == 100
-    assert body["response_format"] == {"type": "json_object"}
-    assert body["messages"] == [{"role": "user", "content": "JSON please"}]  # no empty system message
+    speech, answer = server.requests[0].body, server.requests[1].body
+    assert speech["temperature"] == answer["temperature"] == 0.3
+    assert speech["max_tokens"] == 100  # the model's cap bounds speeches
+    assert answer["max_tokens"] == 700  # a structured answer has its own limit: a cut JSON is no answer
+    assert answer["response_format"] == {"type": "json_object"}
+    assert answer["messages"] == [{"role": "user", "content": "JSON please"}]  # no empty system message
 
 
 async def test_a_reply_cut_short_by_max_tokens_says_length(model: Model, collect: Collect) -> None:

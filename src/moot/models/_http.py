@@ -29,6 +29,7 @@ from moot.spec import ModelSpec
 __all__ = ["httpx_client", "raise_refusal", "sdk_http_client", "ssl_context"]
 
 Client = TypeVar("Client")
+KEEPALIVE = 3.0  # seconds an idle connection is kept for reuse
 
 
 @functools.cache
@@ -65,14 +66,20 @@ def raise_refusal(error: BaseException) -> None:
 
 def _policy(spec: ModelSpec, httpx_module: ModuleType, httpcore_module: ModuleType) -> dict[str, Any]:
     """Client arguments for httpx or httpx2 (their APIs are the same; their classes are not)."""
+    # Idle connections are dropped before servers drop them: llama.cpp's (cpp-httplib) closes one after 5 s,
+    # httpx's default keeps one 5 s, and a request sent on a connection the server is closing fails.
+    limits = httpx_module.Limits(
+        max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE
+    )
     options: dict[str, Any] = {
         "follow_redirects": False,
         "event_hooks": {"response": [_refuse_redirects(spec.label)]},
     }
     if not spec.refuses_private_addresses:
         options["verify"] = ssl_context()
+        options["limits"] = limits
         return options
-    transport = httpx_module.AsyncHTTPTransport(verify=ssl_context())
+    transport = httpx_module.AsyncHTTPTransport(verify=ssl_context(), limits=limits)
     pool = getattr(transport, "_pool", None)
     if not isinstance(pool, httpcore_module.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
         # fail closed: a transport we cannot guard must not connect at all

@@ -159,13 +159,18 @@ class AnthropicModel(Model):
 
         client, spec = self._connect(), self.spec
         temperature = request.temperature if request.temperature is not None else spec.temperature
+        limit = (  # the model's cap bounds speeches; a structured answer has its own limit
+            request.max_tokens
+            if request.json_output
+            else min(request.max_tokens, spec.max_tokens or request.max_tokens)
+        )
         parts: list[str] = []
         reading = _Reading()
         started = False
         try:
             response = await client.messages.create(
                 model=spec.name,
-                max_tokens=min(request.max_tokens, spec.max_tokens or request.max_tokens),
+                max_tokens=limit,
                 system=request.system or anthropic.omit,
                 messages=alternating_turns(request.messages),
                 # the SDK has no sampling parameters any more; the API and compatible servers read it
@@ -206,9 +211,15 @@ class AnthropicModel(Model):
             reading.output_tokens,
             reading.stop_reason,
         )
+        if output_tokens is not None and output_tokens >= limit and stop_reason in (None, "end_turn"):
+            stop_reason = "max_tokens"  # a proxy (litellm) that says end_turn for a reply cut at the limit
+        if input_tokens == 0 and text:  # the same proxy reports no input at all: counted here instead
+            input_tokens = estimate_usage(request, text).input_tokens
         yield Completion(
             text=text,
-            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            usage=Usage(
+                input_tokens=input_tokens, output_tokens=output_tokens, estimated=reading.input_tokens == 0
+            )
             if input_tokens is not None and output_tokens is not None
             else estimate_usage(request, text),
             finish_reason=_FINISH.get(stop_reason or "end_turn", stop_reason or "stop"),

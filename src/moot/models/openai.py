@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import orjson
 
+from moot.exceptions import ContextTooLong, ModelError, ModelRequestError
 from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
 from moot.models._http import httpx_client, raise_refusal, sdk_http_client
 from moot.models.retry import (
@@ -45,8 +46,52 @@ def _messages(request: ModelRequest) -> list[dict[str, str]]:
 
 
 def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
-    """The request's limit, never above the model's own `max_tokens`."""
+    """The request's limit, never above the model's own `max_tokens`, which bounds speeches: a structured
+    answer (the conclusion) has its own limit, as a cut one is no answer at all."""
+    if request.json_output:
+        return request.max_tokens
     return min(request.max_tokens, spec.max_tokens or request.max_tokens)
+
+
+# How each server (by base URL) takes a request for JSON, learnt by trying: "json_schema" (the schema is
+# enforced, by grammar on llama.cpp and vLLM), "json_object", or "prompt" (the instruction alone). A server
+# that rejects one is asked with the next, and remembered for the rest of the process.
+FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
+_formats: dict[str, str] = {}
+_RESEND_STALE = 2  # times a request is sent again when the server dropped the connection without an answer
+
+
+def format_mode(base_url: str, request: ModelRequest) -> str | None:
+    """The response format to ask `base_url` for, or None for a request that wants no JSON."""
+    if not request.json_output:
+        return None
+    mode = _formats.get(base_url, "json_schema")
+    if mode == "json_schema" and request.schema is None:
+        mode = "json_object"
+    return mode
+
+
+def _response_format(mode: str | None, request: ModelRequest) -> dict[str, Any] | None:
+    if mode == "json_schema":
+        schema = {"name": request.schema_name, "schema": request.schema, "strict": True}
+        return {"type": "json_schema", "json_schema": schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _refused_format(mode: str | None, error: ModelError) -> bool:
+    """Whether `error` may be the server refusing the response format (then the next one is tried)."""
+    return (
+        mode not in (None, "prompt")
+        and isinstance(error, ModelRequestError)
+        and not isinstance(error, ContextTooLong)
+        and error.status in (400, 422)
+    )
+
+
+def _downgrade(base_url: str, mode: str) -> None:
+    _formats[base_url] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
 
 
 def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
@@ -150,14 +195,25 @@ class OpenAILeanModel(Model):
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
             self._client = httpx_client(
-                self.spec,
-                base_url=self.spec.base_url or DEFAULT_BASE_URL,
-                headers=headers,
-                timeout=self.spec.timeout,
+                self.spec, base_url=self._base_url(), headers=headers, timeout=self.spec.timeout
             )
         return self._client
 
-    def _body(self, request: ModelRequest) -> bytes:
+    def _base_url(self) -> str:
+        return self.spec.base_url or DEFAULT_BASE_URL
+
+    async def server_window(self) -> int | None:
+        """The window a server named by base_url states in `/v1/models`: llama.cpp's `meta.n_ctx` (each
+        slot's), vLLM's `max_model_len`. A hosted API's default (no base_url) is not asked."""
+        if not self.spec.base_url:
+            return None
+        try:
+            response = await self._connect().get("models", timeout=10)
+            return _window_in_models(response.json(), self.spec.name) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, ModelError):
+            return None
+
+    def _body(self, request: ModelRequest, mode: str | None = None) -> bytes:
         payload: dict[str, Any] = {
             "model": self.spec.name,
             "messages": _messages(request),
@@ -168,13 +224,31 @@ class OpenAILeanModel(Model):
         temperature = _temperature(self.spec, request)
         if temperature is not None:
             payload["temperature"] = temperature
-        if request.json_output:
-            payload["response_format"] = {"type": "json_object"}
+        response_format = _response_format(mode, request)
+        if response_format is not None:
+            payload["response_format"] = response_format
         return orjson.dumps(payload)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        client = self._connect()
+        while True:
+            mode = format_mode(self._base_url(), request)
+            yielded = False
+            try:
+                async for item in self._stream(client, request, mode):
+                    yielded = True
+                    yield item
+                return
+            except ModelError as exc:
+                if yielded or mode is None or not _refused_format(mode, exc):
+                    raise
+                _downgrade(self._base_url(), mode)
+
+    async def _stream(
+        self, client: httpx.AsyncClient, request: ModelRequest, mode: str | None
+    ) -> AsyncIterator[str | Completion]:
         state = _ChatStream(self.spec)
-        pump = asyncio.create_task(self._pump(self._connect(), self._body(request), state))
+        pump = asyncio.create_task(self._pump(client, self._body(request, mode), state))
         texts, arrived = state.texts, state.arrived
         parts: list[str] = []
         try:
@@ -209,22 +283,32 @@ class OpenAILeanModel(Model):
     async def _pump(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> None:
         spec = self.spec
         started = False
+        resent = 0
         try:
-            async with client.stream("POST", "chat/completions", content=body) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise status_error(
-                        spec,
-                        response.status_code,
-                        error_detail(body),
-                        retry_after=retry_after(response.headers),
-                        key=self._key,
-                        body=body,
-                    )
-                started = True
-                feed = state.feed
-                async for raw in response.aiter_raw():
-                    feed(raw)
+            while True:
+                try:
+                    async with client.stream("POST", "chat/completions", content=body) as response:
+                        if response.status_code >= 400:
+                            error = await response.aread()
+                            raise status_error(
+                                spec,
+                                response.status_code,
+                                error_detail(error),
+                                retry_after=retry_after(response.headers),
+                                key=self._key,
+                                body=error,
+                            )
+                        started = True
+                        feed = state.feed
+                        async for raw in response.aiter_raw():
+                            feed(raw)
+                    break
+                except httpx.RemoteProtocolError:
+                    # A kept-alive connection the server closed just as the request went out on it (no
+                    # answer at all): sent again at once, on a fresh connection, as browsers do.
+                    if started or resent == _RESEND_STALE:
+                        raise
+                    resent += 1
         except httpx.TimeoutException as exc:
             raise connection_error(spec, exc, started=started, timed_out=True) from exc
         except httpx.RequestError as exc:
@@ -240,6 +324,21 @@ class OpenAILeanModel(Model):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _window_in_models(data: object, name: str) -> int | None:
+    """The context window in a `/v1/models` answer: llama.cpp's `meta.n_ctx`, vLLM's `max_model_len`."""
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        return None
+    entries = [m for m in models if isinstance(m, dict)]
+    named = [m for m in entries if m.get("id") == name] or (entries if len(entries) == 1 else [])
+    for entry in named:
+        meta = entry.get("meta")
+        window = meta.get("n_ctx") if isinstance(meta, dict) else entry.get("max_model_len")
+        if isinstance(window, int) and window > 0:
+            return window
+    return None
 
 
 class OpenAISDKModel(Model):

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from moot.exceptions import ConfigError, ModelAuthError, ModelError, ModelRequestError, ModelUnavailable
 from moot.models import Completion, Message, Model, ModelRequest, build_model
 from moot.models._guard import current_network, refusal
+from moot.models.llamacpp import resolve_model_path
 from moot.scrub import remember_secret
 from moot.service.crypto import Cipher
 from moot.service.schemas import MAX_PAGE, ModelIn, ProviderTestResult
@@ -29,6 +30,7 @@ from moot.store import RoomRecord, Store
 from moot.store._store import ProviderRecord
 
 SIMULATED = "simulated"
+LOCAL = "llamacpp"  # a GGUF model this server runs itself, from the operator's folder only
 # Local servers (Ollama, vLLM, llama.cpp) take any key; a key is always sent so that a provider without
 # one never falls back to OPENAI_API_KEY or ANTHROPIC_API_KEY from the server's environment.
 NO_KEY = "not-needed"
@@ -156,6 +158,11 @@ class ProviderResolver:
         spec = record.spec.model_copy(deep=True)
         unusable: dict[int, tuple[ModelSpec, str]] = {}
         for model in _model_specs(spec):
+            if model.provider == LOCAL:  # its server is Moot's own child on loopback, not a user's URL
+                reason = self._local(model)
+                if reason is not None:
+                    unusable[id(model)] = (model, reason)
+                continue
             if self._settings.block_private_urls:  # checked again as each connection opens
                 model.refuse_private_addresses()
             if model.stored_provider is not None:
@@ -168,6 +175,17 @@ class ProviderResolver:
                 unusable[id(model)] = (model, "this model names none of your stored providers")
         self._unusable.update(unusable)
         return spec
+
+    def _local(self, model: ModelSpec) -> str | None:
+        """Pins a local model's file inside the operator's folder; returns why it cannot run, or None."""
+        folder = self._settings.local_models_dir
+        if folder is None:
+            return "local models (provider llamacpp) are off on this server: MOOT_LOCAL_MODELS_DIR is not set"
+        try:
+            model.model_path = str(resolve_model_path(model.model_path or "", within=folder))
+        except ModelUnavailable as exc:
+            return str(exc)
+        return None
 
     async def _fill(self, model: ModelSpec, owner_id: int | None) -> str | None:
         """Fills the provider in; returns why it cannot be, or None."""

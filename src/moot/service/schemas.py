@@ -243,6 +243,11 @@ class ModelIn(_In):
         None, ge=0, le=2**63 - 1, description="simulated only: the same seed, the same words."
     )
     tokens_per_second: float | None = Field(None, ge=0, le=100_000, description="simulated only.")
+    model_path: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        None, description="llamacpp only: a GGUF file in the folder the operator set (MOOT_LOCAL_MODELS_DIR)."
+    )
+    slots: int | None = Field(None, ge=1, le=64, description="llamacpp only: replies made at once.")
+    threads: int | None = Field(None, ge=1, le=256, description="llamacpp only: CPU threads.")
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -190,6 +190,8 @@ class FakeLLMServer:
     refused the way the server of `context_style` refuses it (llama.cpp or OpenAI; Anthropic on its
     protocol). Anthropic replies report `cache_read_tokens` and `cache_creation_tokens` when they are set.
     `length_reason` is the word for a reply cut by `max_tokens` (default: the protocol's own).
+    `announce_window` states `context_window` in `GET /v1/models` as llama.cpp does (`meta.n_ctx`).
+    `GET /v1/models` takes no fault and is not recorded: faults and `requests` are the model calls'.
     """
 
     def __init__(
@@ -211,6 +213,7 @@ class FakeLLMServer:
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
         length_reason: str | None = None,
+        announce_window: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -228,6 +231,7 @@ class FakeLLMServer:
         self.cache_read_tokens = cache_read_tokens
         self.cache_creation_tokens = cache_creation_tokens
         self.length_reason = length_reason
+        self.announce_window = announce_window
         self.faults: deque[Fault] = deque()
         self.requests: list[RecordedRequest] = []
         self._count = 0
@@ -371,6 +375,14 @@ class FakeLLMServer:
         if raw:
             with contextlib.suppress(orjson.JSONDecodeError):
                 body = orjson.loads(raw)
+        if method == "GET" and path == "/v1/models":
+            # Asked by adapters before a room's first turn (for the context window): answered at once, so that
+            # faults and recorded requests stay those of model calls.
+            if self.api_key is not None and not self._authorized(headers, anthropic):
+                await self._error(writer, anthropic, 401, headers, "")
+            else:
+                await _send_json(writer, 200, self._model_list(anthropic))
+            return True
         request = RecordedRequest(method, path, headers, body)
         if self.record:
             self.requests.append(request)
@@ -492,7 +504,12 @@ class FakeLLMServer:
             ]
             first, last = (self.models[0], self.models[-1]) if self.models else (None, None)
             return {"data": data, "has_more": False, "first_id": first, "last_id": last}
-        listed = [{"id": m, "object": "model", "created": 0, "owned_by": "moot"} for m in self.models]
+        listed: list[dict[str, Any]] = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "moot"} for m in self.models
+        ]
+        if self.announce_window and self.context_window is not None:
+            for entry in listed:  # llama.cpp states each slot's window here
+                entry["meta"] = {"n_ctx": self.context_window, "n_ctx_train": self.context_window * 4}
         return {"object": "list", "data": listed}
 
     # -- replies ---------------------------------------------------------------------------------------------

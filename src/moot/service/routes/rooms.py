@@ -5,6 +5,7 @@ the room's state answers 409 with what would."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
@@ -12,8 +13,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from pydantic import ValidationError
 
 from moot.engine import check_intervention
-from moot.exceptions import ConfigError
+from moot.exceptions import ConfigError, ModelUnavailable
 from moot.export import export
+from moot.models.llamacpp import resolve_model_path
 from moot.prompts import is_stop_command
 from moot.scrub import scrub
 from moot.service.deps import (
@@ -23,10 +25,11 @@ from moot.service.deps import (
     MemberUser,
     OwnedRoom,
     Paging,
+    SettingsDep,
     StoreDep,
     User,
 )
-from moot.service.providers import ProviderLookup
+from moot.service.providers import LOCAL, ProviderLookup
 from moot.service.runtime import WHILE_RUNNING, WHILE_STOPPED, Conflict, RoomManager, state_of
 from moot.service.schemas import (
     EntryPublic,
@@ -58,7 +61,10 @@ SIMULATED = "simulated"
 class _SpecBuilder:
     """Turns a RoomCreate into a RoomSpec: templates expanded, stored providers named by `stored_provider`."""
 
-    def __init__(self, body: RoomCreate, owner_id: int, store: Store) -> None:
+    def __init__(
+        self, body: RoomCreate, owner_id: int, store: Store, local_models: Path | None = None
+    ) -> None:
+        self.local_models = local_models
         self.body = body
         self.owner_id = owner_id
         self.store = store
@@ -100,7 +106,7 @@ class _SpecBuilder:
             if ref in self.body.models:
                 return ref
             name, _, model = ref.partition(":")
-            ref = {"provider": name, "model": model or None}
+            ref = {"provider": name, "model_path" if name == LOCAL else "model": model or None}
         try:
             declared = ref if isinstance(ref, ModelIn) else ModelIn.model_validate(ref)
         except ValidationError as exc:
@@ -113,12 +119,27 @@ class _SpecBuilder:
         data = declared.model_dump(exclude_none=True, exclude={"api_key", "api_key_env", "base_url"})
         if declared.provider == SIMULATED:
             return data
+        if declared.provider == LOCAL:
+            return self._local(data, where)
         provider = await self._lookup.find(declared, where)
         data.update(provider=provider.type, stored_provider=provider.name)
         if declared.model is None and provider.default_model:
             data["model"] = provider.default_model
         if declared.max_tokens is None and provider.max_tokens:
             data["max_tokens"] = provider.max_tokens
+        return data
+
+    def _local(self, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """A GGUF model on this server: only from the folder the operator named, never a path of the user's."""
+        if self.local_models is None:
+            raise ConfigError(
+                f"{where}: provider {LOCAL} (a GGUF model run on this server) is off here; the operator "
+                "turns it on with MOOT_LOCAL_MODELS_DIR, a folder of GGUF files that model_path then names"
+            )
+        try:
+            resolve_model_path(str(data.get("model_path") or ""), within=self.local_models)
+        except ModelUnavailable as exc:
+            raise ConfigError(f"{where}.model_path: {exc}") from None
         return data
 
 
@@ -280,7 +301,7 @@ async def _fresh(store: Store, room: RoomRecord, manager: RoomManager, user: Use
     responses={415: {"model": ErrorResponse, "description": "Neither JSON nor YAML."}},
 )
 async def create_room(
-    body: RoomDocument, user: MemberUser, store: StoreDep, manager: ManagerDep
+    body: RoomDocument, user: MemberUser, store: StoreDep, manager: ManagerDep, settings: SettingsDep
 ) -> RoomPublic:
     """Stores a new idle room from a room file, as JSON or as YAML (`Content-Type: application/yaml`);
     `POST /rooms/{id}/run` starts it.
@@ -289,7 +310,7 @@ async def create_room(
     one of your stored providers by name; the key always comes from your stored provider (never from
     the room or the server's environment), and `base_url` picks among your providers of one type.
     """
-    spec = await _SpecBuilder(body, user.id, store).build()
+    spec = await _SpecBuilder(body, user.id, store, settings.local_models_dir).build()
     return room_public(await store.create_room(spec, owner_id=user.id), manager, user)
 
 
