@@ -138,6 +138,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
 # ---- models held in flight, and a database that fails for real ---------------------------------------------
 
 HANG = 120  # seconds after which a wait that never ends fails the test; never a pace the test relies on
+# How long the tests' own SQLite connections wait for the database's lock (the store's wait is `Watched`'s).
+LOCK_WAIT = HANG
 
 
 class HeldModel:
@@ -280,8 +282,9 @@ class Holder:
             await self._postgres.execute("BEGIN")
             await self._postgres.execute("SELECT id FROM rooms WHERE id = $1 FOR UPDATE", self.room_id)
         else:
-            self._sqlite = sqlite3.connect(make_url(self.url).database or "", isolation_level=None)
-            self._sqlite.execute("BEGIN IMMEDIATE")
+            # The lock may be taken for a moment by the run's own write: wait for it, however slow the machine,
+            # and off the event loop, since that write needs the loop to finish and let go of it.
+            self._sqlite = await asyncio.to_thread(_hold_sqlite, make_url(self.url).database or "")
 
     async def let_go(self) -> None:
         if self._postgres is not None:
@@ -303,9 +306,23 @@ async def execute(url: str, statement: str) -> None:
         finally:
             await connection.close()
     else:
-        with contextlib.closing(sqlite3.connect(make_url(url).database or "")) as lite:
-            lite.execute(statement)
-            lite.commit()
+        await asyncio.to_thread(_execute_sqlite, make_url(url).database or "", statement)
+
+
+def _hold_sqlite(path: str) -> sqlite3.Connection:
+    lite = sqlite3.connect(path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False)
+    try:
+        lite.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        lite.close()
+        raise
+    return lite
+
+
+def _execute_sqlite(path: str, statement: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, timeout=LOCK_WAIT)) as lite:
+        lite.execute(statement)
+        lite.commit()
 
 
 class Reader:

@@ -7,6 +7,7 @@ so the test steps in while a turn is running, at a point it chose, whatever the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -135,10 +136,15 @@ async def test_hardening_7_a_completed_room_is_stored_completed_when_its_first_f
 
         store.on_failure = let_go
         seen: list[Event] = []
-        async for event in DurableRun(store, room.id, **LEASE):
-            seen.append(event)
-            if isinstance(event, RoomCompleted):  # stored; the room's status is written after the last event
-                await holder.hold()
+        # closed on the way out, even when the test fails mid-run: no connection of the run's outlives the test
+        try:
+            async with contextlib.aclosing(aiter(DurableRun(store, room.id, **LEASE))) as run:
+                async for event in run:
+                    seen.append(event)
+                    if isinstance(event, RoomCompleted):  # stored; its status is written after the last event
+                        await holder.hold()
+        finally:
+            await holder.let_go()  # nothing left to let go of when the run went as it should
         assert isinstance(seen[-1], RoomCompleted)
         assert store.outcomes["update_room"][-2:] == ["failed", "ok"]
         record = await store.get_room(room.id)

@@ -4,6 +4,7 @@ cuts; the page ends with exactly the stored transcript."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,19 @@ def words(text: str) -> str:
     return "".join(re.findall(r"\w+", text))
 
 
+POSITIONS = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def prose_and_stances(text: str) -> tuple[str, list[list[str]]]:
+    """A summary's prose, and the members' stances from its closing positions block (which the page shows
+    as a table, not as text)."""
+    blocks = [m for m in POSITIONS.finditer(text) if '"positions"' in m.group(1)]
+    if not blocks or not text[: blocks[-1].start()].strip():
+        return text, []
+    positions = json.loads(blocks[-1].group(1))["positions"]
+    return text[: blocks[-1].start()].rstrip(), [[p["agent"], p["stance"]] for p in positions]
+
+
 async def same_as_stored(page: Page, live: LiveServer, token: str, room_id: str) -> None:
     """Every stored turn is on the page once, with exactly its text; nothing else is."""
     async with live.client(token) as http:
@@ -48,13 +62,23 @@ async def same_as_stored(page: Page, live: LiveServer, token: str, room_id: str)
         """() => [...document.querySelectorAll('article.turn')].map(card => ({
             id: card.dataset.turn, state: card.dataset.state,
             text: window.mootRoom.turns.get(card.dataset.turn).text,
-            shown: card.querySelector('.body').textContent}))"""
+            shown: (() => {
+                const body = card.querySelector('.body').cloneNode(true);
+                body.querySelectorAll('.positions-box').forEach((box) => box.remove());
+                return body.textContent;
+            })(),
+            positions: [...card.querySelectorAll('.body .positions-box table.positions tbody tr')]
+                .map(row => [row.dataset.agent, row.dataset.stance])}))"""
     )
     expected = {f"r{e['round']}:{e['kind']}:{e['speaker']}": e["text"] for e in turns if not e["failed"]}
     assert [s["id"] for s in shown if s["state"] == "done"] == list(expected)
     for card in shown:
         assert card["text"] == expected[card["id"]], card["id"]
-        assert words(card["shown"]) == words(card["text"]), card["id"]
+        prose, stances = prose_and_stances(card["text"]) if ":summary:" in card["id"] else (card["text"], [])
+        assert words(card["shown"]) == words(prose), card["id"]
+        assert card["positions"] == stances, card["id"]
+    if any(e["kind"] == "summary" for e in turns):  # the chair gave positions: the page shows them
+        assert any(card["positions"] for card in shown)
     body = await page.locator("#timeline").inner_text()
     for entry in turns:
         assert entry["speaker"] in body

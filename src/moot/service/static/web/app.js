@@ -2,7 +2,7 @@
 // Plain ES modules, no build step. Model text is untrusted: it only ever reaches the DOM through
 // textContent (md.js), never innerHTML.
 
-import { renderMarkdown, settledEnd } from "./md.js";
+import { renderMarkdown, settledEnd, splitPositions } from "./md.js";
 import { LANGUAGES, language, pickLanguage, setLanguage, t } from "./i18n.js";
 import { showNewRoom, showProviders, showTemplates } from "./forms.js";
 
@@ -11,7 +11,9 @@ const EVENT_TYPES = [
   "room_started", "room_warning", "round_started", "turn_started", "turn_delta", "turn_restarted",
   "turn_completed", "turn_failed", "round_progress", "intervention_added", "history_compressed",
   "round_completed", "room_concluded", "room_completed", "room_paused", "room_failed",
+  "positions_recorded", "rankings_aggregated", "speaker_selected", "choice_requested", "estimates_aggregated",
 ];
+const STANCES = ["support", "oppose", "conditional", "undecided"];
 
 // ---- small helpers ------------------------------------------------------------------------------------------
 
@@ -568,6 +570,23 @@ class RoomView {
       case "room_concluded":
         this.showConclusion(event);
         break;
+      case "positions_recorded": {
+        const score = typeof event.consensus === "number" ? Math.round(event.consensus * 100) : "?";
+        this.note(this.roundOf(event.round), t("consensusScore", score, stanceWord(event.leading)), "consensus-score");
+        break;
+      }
+      case "speaker_selected":
+        this.note(this.roundOf(event.round), event.reason ? `${t("speakerSelected", event.speaker)}: ${event.reason}` : t("speakerSelected", event.speaker), "selected");
+        break;
+      case "choice_requested":
+        this.note(this.roundOf(event.round), `${event.prompt || t("choose")} (${(event.options || []).join(", ")})`, "choice");
+        break;
+      case "estimates_aggregated":
+        this.note(this.roundOf(event.round), t("estimates", num(event.median), num(event.low), num(event.high)), "estimates");
+        break;
+      case "rankings_aggregated":
+        this.note(this.roundOf(event.round), t("rankings", (event.answers || []).map((a) => `${a.agent} (${num(a.mean_rank)})`).join(", ")), "rankings");
+        break;
       case "room_completed":
         for (const [name, usage] of Object.entries(event.usage_by_agent || {})) {
           this.usage.set(name, { input: usage.input_tokens || 0, output: usage.output_tokens || 0 });
@@ -674,20 +693,32 @@ class RoomView {
       turn.body.replaceChildren(h("pre", { class: "raw", text: turn.text }));
       return;
     }
-    if (!turn.done || turn.text.slice(0, turn.stableLen) !== turn.stable) {
+    // a summary's positions block is shown as a table of member stances, apart from its prose
+    const split = turn.kind === "summary" ? splitPositions(turn.text) : null;
+    const text = split ? split.prose : turn.text;
+    if (!turn.done || text.slice(0, turn.stableLen) !== turn.stable) {
       turn.done = h("div", { class: "md" });
       turn.tail = h("div", { class: "md" });
+      turn.extra = h("div", { class: "positions-box" });
+      turn.shownPositions = "";
       turn.stableLen = 0;
       turn.stable = "";
-      turn.body.replaceChildren(turn.done, turn.tail);
+      turn.body.replaceChildren(turn.done, turn.tail, turn.extra);
     }
-    const cut = settledEnd(turn.text, turn.stableLen);
+    const cut = settledEnd(text, turn.stableLen);
     if (cut > turn.stableLen) {
-      turn.done.append(...renderMarkdown(turn.text.slice(turn.stableLen, cut)).childNodes);
+      turn.done.append(...renderMarkdown(text.slice(turn.stableLen, cut)).childNodes);
       turn.stableLen = cut;
-      turn.stable = turn.text.slice(0, cut);
+      turn.stable = text.slice(0, cut);
     }
-    turn.tail.replaceChildren(...renderMarkdown(turn.text.slice(turn.stableLen)).childNodes);
+    turn.tail.replaceChildren(...renderMarkdown(text.slice(turn.stableLen)).childNodes);
+    const key = split && split.positions ? JSON.stringify(split.positions) : split && split.pending ? "pending" : "";
+    if (key !== turn.shownPositions) {
+      turn.shownPositions = key;
+      if (split && split.positions && split.positions.length) turn.extra.replaceChildren(positionsTable(split.positions));
+      else if (key === "pending") turn.extra.replaceChildren(h("p", { class: "muted", text: t("positionsComing") }));
+      else turn.extra.replaceChildren();
+    }
   }
 
   showConclusion(event) {
@@ -696,13 +727,14 @@ class RoomView {
       h(
         "section",
         { class: "conclusion card", id: "conclusion-card" },
-        h("h2", { text: t("conclusion") }),
+        h("h2", { text: event.number > 1 ? t("conclusionN", event.number) : t("conclusion") }),
         h("div", { class: "summary" }, renderMarkdown(event.summary)),
         h("h3", { text: t("decisionAdvice") }),
         h("div", { class: "advice" }, renderMarkdown(event.decision_advice)),
         h("div", { class: "points" },
           h("div", {}, h("h3", { text: t("consensus") }), list(event.consensus_points || [], "consensus")),
           h("div", {}, h("h3", { text: t("dissent") }), list(event.dissent_points || [], "dissent"))),
+        Array.isArray(event.positions) && event.positions.length ? [h("h3", { text: t("positions") }), positionsTable(event.positions)] : null,
       ),
     );
   }
@@ -725,6 +757,34 @@ function renderInlineItem(text) {
     for (const inner of Array.from(child.childNodes)) li.appendChild(inner);
   }
   return li;
+}
+
+function stanceWord(stance) {
+  return STANCES.includes(stance) ? t(`stance_${stance}`) : String(stance ?? "");
+}
+
+function num(value) {
+  return typeof value === "number" && Number.isFinite(value) ? String(Math.round(value * 100) / 100) : "–";
+}
+
+// Where each member stands: a row per member, with its stance, confidence and one-line reason.
+function positionsTable(positions) {
+  const rows = positions.map((p) =>
+    h(
+      "tr",
+      { dataset: { agent: String(p.agent), stance: String(p.stance) } },
+      h("td", { class: "agent", text: String(p.agent) }),
+      h("td", {}, h("span", { class: `stance st-${STANCES.includes(p.stance) ? p.stance : "other"}`, text: stanceWord(p.stance) }), p.changed === true ? h("span", { class: "muted changed", text: ` ${t("changed")}` }) : null),
+      h("td", { class: "confidence", text: typeof p.confidence === "number" ? `${Math.round(p.confidence * 100)}%` : "" }),
+      h("td", { class: "reason", text: typeof p.reason === "string" ? p.reason : "" }),
+    ),
+  );
+  return h(
+    "table",
+    { class: "positions" },
+    h("thead", {}, h("tr", {}, h("th", { text: t("agent") }), h("th", { text: t("stance") }), h("th", { text: t("confidence") }), h("th", { text: t("reason") }))),
+    h("tbody", {}, ...rows),
+  );
 }
 
 function kindOf(turnId) {

@@ -196,3 +196,50 @@ export function settledEnd(text, from) {
   }
   return fence ? cut : Math.max(cut, last + 2);
 }
+
+// A chair's round summary ends with a fenced JSON block of where each member stands
+// (```json {"positions": [{"agent", "stance", "confidence", "changed", "reason"}]} ```): data, not prose.
+// Splits it off as the server does (moot/positions.py: the last fenced object holding "positions", else the
+// last bare `{"positions"`): { prose, positions } with positions a list, or null when there is no valid block;
+// `pending` is true while the block is still streaming in (an open fence at the end that starts it).
+const POSITIONS_FENCE = /```(?:json)?\s*(\{[\s\S]*?\})\s*```/g;
+const POSITIONS_OPEN = /(^|\n)[ \t]{0,3}`{1,3}(?:j|js|jso|json)?[ \t]*(?:\n([\s\S]*))?$/;
+
+export function splitPositions(text) {
+  const s = String(text || "");
+  let cut = -1;
+  let block = null;
+  for (const m of s.matchAll(POSITIONS_FENCE)) {
+    if (m[1].includes('"positions"')) {
+      cut = m.index;
+      block = m[1];
+    }
+  }
+  if (cut === -1) {
+    const open = POSITIONS_OPEN.exec(s);
+    const started = open ? (open[2] || "").replace(/\s+/g, "") : null;
+    const opens = open && (s.slice(0, open.index).match(/^[ \t]{0,3}```/gm) || []).length % 2 === 0; // not a closing fence
+    if (opens && (started.startsWith('{"positions"') || '{"positions"'.startsWith(started))) {
+      const prose = s.slice(0, open.index).trimEnd();
+      if (prose) return { prose, positions: null, pending: true };
+    }
+    cut = s.lastIndexOf('{"positions"');
+    if (cut !== -1) {
+      const end = s.lastIndexOf("}");
+      block = end > cut ? s.slice(cut, end + 1) : null;
+    }
+  }
+  const prose = cut > 0 ? s.slice(0, cut).trimEnd() : "";
+  if (!prose || block === null) return { prose: s, positions: null, pending: false };
+  let data;
+  try {
+    data = JSON.parse(block);
+  } catch {
+    return { prose: s, positions: null, pending: false };
+  }
+  const list = data && Array.isArray(data.positions) ? data.positions : null;
+  if (!list || !list.every((p) => p && typeof p === "object" && typeof p.agent === "string" && typeof p.stance === "string")) {
+    return { prose: s, positions: null, pending: false };
+  }
+  return { prose, positions: list, pending: false };
+}
