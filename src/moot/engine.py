@@ -263,6 +263,7 @@ class Run(Steerable):
         self._models: dict[tuple[object, ...], Model] = {}  # built once per run, by the spec's value
         self._windows: dict[tuple[object, ...], int] = {}  # context windows servers said were smaller
         self._asked: set[tuple[object, ...]] = set()  # models whose server was asked for its window
+        self._asking: dict[tuple[object, ...], asyncio.Lock] = {}  # one question at a time per model
         self._seq = start_seq
         self._on_entry = on_entry
         self._after_start = list(after_start)
@@ -737,6 +738,8 @@ class Run(Steerable):
     ) -> tuple[Completion, str, dict[str, Any] | None]:
         """What the protocol reads out of the answer; asked again with the error where it cannot (B11's way).
 
+        What the room can do without is not asked for again when the reply was cut off by its token limit:
+        the answer again would be cut off where this one was, and the turn is kept as it is.
         The returned completion carries the usage of every attempt.
         """
         usage = completion.usage
@@ -746,7 +749,7 @@ class Run(Steerable):
                 data = self._protocol.read(self.room, turn, completion.text, self.transcript)
                 return replace(completion, usage=usage), label, data
             except Unreadable as unreadable:
-                if retry == retries:
+                if retry == retries or (not unreadable.required and completion.finish_reason == "length"):
                     break
                 await self._restart(turn, agent, spec, f"the answer could not be read: {unreadable}")
                 request = replace(
@@ -834,19 +837,26 @@ class Run(Steerable):
 
     async def _learn_server_window(self, spec: ModelSpec, agent: AgentSpec) -> None:
         """Asks a model's server for its context window once per run; fits the smaller of it and the room
-        file's, and warns when a declared window is not what the server has."""
+        file's, and warns when a declared window is not what the server has.
+
+        Turns run together wait for the one question in flight rather than go on with the declared window
+        (and they go on in the order they asked); a turn cancelled while asking leaves the next one to ask.
+        """
         key = _spec_key(spec)
         if key in self._asked:
             return
-        self._asked.add(key)
-        try:
-            stated = await self._model(spec, agent).server_window()
-        except ModelError:
-            return  # the turn itself will fail with this error, where it is reported
-        if stated is None or stated == spec.window:
-            return
-        if stated < self._window(spec):
-            self._windows[key] = stated
+        async with self._asking.setdefault(key, asyncio.Lock()):
+            if key in self._asked:
+                return
+            try:
+                stated = await self._model(spec, agent).server_window()
+            except ModelError:
+                stated = None  # the turn itself will fail with this error, where it is reported
+            self._asked.add(key)
+            if stated is None or stated == spec.window:
+                return
+            if stated < self._window(spec):
+                self._windows[key] = stated
         if spec.context_window is not None:
             await self._emit(
                 RoomWarning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from moot.durable import DurableRun
 from moot.engine import Run, Steerable
 from moot.export import to_json, to_markdown
-from moot.models import ModelRequest, Usage
+from moot.models import Completion, ModelRequest, Usage
 from moot.models.testing import FunctionModel
 from moot.positions import Position, PositionsInvalid, consensus_score, parse_positions
 from moot.pricing import priced
@@ -173,6 +174,28 @@ async def test_a_summary_without_positions_is_kept_when_nothing_depends_on_them(
     _, events = await run_all(_board(), models)
     assert not of_type(events, "turn_restarted") and not of_type(events, "positions_recorded")
     assert of_type(events, "room_completed")[0].stop_reason == "max_rounds"
+
+
+async def test_a_positions_block_cut_off_by_the_token_limit_is_left_out_unless_the_room_needs_it() -> None:
+    cut = _positions("support", 0.9)[:60]  # the block begun, the reply's token limit reached
+
+    class Cut(FunctionModel):
+        async def _play(self, request: ModelRequest):  # type: ignore[no-untyped-def,override]
+            async for item in super()._play(request):
+                length = (
+                    isinstance(item, Completion) and request.context and request.context.kind == "summary"
+                )
+                yield replace(item, finish_reason="length") if length else item
+
+    chair = Cut(lambda request: cut if request.context and request.context.kind == "summary" else
+                CONCLUSION if request.json_output else "Welcome.", label="chair")  # fmt: skip
+    _, events = await run_all(_board(), {"Chair": chair, **{n: _member() for n in MEMBERS}})
+    assert not of_type(events, "turn_restarted") and not of_type(events, "positions_recorded")
+    assert [e.text for e in of_type(events, "turn_completed") if e.kind == "summary"] == [cut] * 4
+
+    chair.requests.clear()
+    _, events = await run_all(_board(consensus=0.8), {"Chair": chair, **{n: _member() for n in MEMBERS}})
+    assert "the reply holds no JSON object with positions" in of_type(events, "turn_restarted")[0].reason
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])

@@ -77,7 +77,15 @@ class Finish:
 
 
 class Unreadable(ValueError):
-    """A turn's answer lacks what its protocol needs from it; the message is what the model is told."""
+    """A turn's answer lacks what its protocol needs from it; the message is what the model is told.
+
+    `required` is False where the room can do without it (a summary's positions when nothing stops on
+    consensus): a reply cut off by its token limit is then kept without it rather than asked for again.
+    """
+
+    def __init__(self, message: str, *, required: bool = True) -> None:
+        super().__init__(message)
+        self.required = required
 
 
 def one_turn(kind: TurnKind, speaker: str, round_: int, stage: int, ask: str = "") -> Step:
@@ -200,7 +208,7 @@ class Protocol(ABC):
         Raises `Unreadable` when the answer lacks it: the turn is asked once more with the error (B11's
         way), and on a second failure `fallback` stands in. A chair's summary carries the members'
         positions: a block that is there must be valid, and one must be there where the room stops on
-        consensus.
+        consensus (elsewhere a block the reply's token limit cut short is left out, not asked for again).
         """
         if turn.kind != "summary":
             return None
@@ -208,7 +216,7 @@ class Protocol(ABC):
             positions = parse_positions(text, [a.name for a in room.members])
         except PositionsInvalid as exc:
             if room.consensus is not None or '"positions"' in text:
-                raise Unreadable(str(exc)) from None
+                raise Unreadable(str(exc), required=room.consensus is not None) from None
             return None
         return {"positions": [p.model_dump() for p in positions]}
 
