@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     config: dict[str, Any] = json.loads(argv[1])
     _die_with_parent(int(config["parent"]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is Moot's to handle; Moot then stops us
-    import xllamacpp  # type: ignore[import-untyped,unused-ignore]
+    import xllamacpp  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     params = xllamacpp.CommonParams()
     params.model.path = config["path"]
