@@ -332,7 +332,7 @@ def request(http: Request, room_id: str | None = None) -> Iterator[None]:
     from opentelemetry.trace import SpanKind, use_span
 
     method = http.method
-    route = getattr(http.scope.get("route"), "path", None) or http.url.path  # the template, not the ids
+    route = _route(http.url.path, http.path_params)
     attributes: dict[str, Any] = {"http.request.method": method, "http.route": route}
     if room_id is not None:
         attributes["moot.room.id"] = room_id
@@ -431,6 +431,12 @@ def _server(base_url: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return {"server.address": parts.hostname, "server.port": port} if parts.hostname else {}
+
+
+def _route(path: str, params: Mapping[str, Any]) -> str:
+    """The path with its parameters put back as names (`/rooms/{room_id}/run`): one route, one span name."""
+    names = {str(value): f"{{{name}}}" for name, value in params.items()}
+    return "/".join(names.get(part, part) for part in path.split("/"))
 
 
 def _short(text: str) -> str:

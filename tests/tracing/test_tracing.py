@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -300,3 +303,79 @@ def test_trace_a_malformed_carrier_starts_a_new_trace(spans: Spans, carried: Any
         pass
     [run] = spans.named("invoke_workflow")
     assert run.parent is None
+
+
+_OTLP_CHILD = """
+import asyncio, sys
+from moot import tracing
+from moot.durable import DurableRun
+from moot.spec import RoomSpec
+from moot.store import Store
+
+assert tracing.setup()  # MOOT_TRACING=otlp from the environment
+
+
+async def main() -> None:
+    room = RoomSpec.from_data({"task": "t", "protocol": "sequential", "max_rounds": 1,
+        "models": {"s": {"provider": "simulated", "tokens_per_second": 0}}, "default_model": "s",
+        "agents": [{"name": "Ana"}, {"name": "Ben"}]})
+    async with Store.from_url(sys.argv[1]) as store:
+        await store.upgrade()
+        record = await store.create_room(room)
+        [event async for event in DurableRun(store, record.id)]
+
+asyncio.run(main())  # the spans are flushed as the process exits
+"""
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that keeps what it is sent."""
+
+    bodies: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.bodies.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_trace_moot_tracing_otlp_sends_spans_to_the_configured_endpoint(tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    serving = threading.Thread(target=collector.serve_forever, daemon=True)
+    serving.start()
+    try:
+        env = {
+            **os.environ,
+            "MOOT_TRACING": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+            "OTEL_SERVICE_NAME": "moot-test",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _OTLP_CHILD, f"sqlite+aiosqlite:///{tmp_path / 'moot.db'}"],
+            capture_output=True, text=True, timeout=120, check=False, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert _Collector.bodies and {path for path, _ in _Collector.bodies} == {"/v1/traces"}
+    names: list[str] = []
+    services: set[str] = set()
+    for _, body in _Collector.bodies:
+        sent = ExportTraceServiceRequest.FromString(body)
+        for resource in sent.resource_spans:
+            services |= {
+                a.value.string_value for a in resource.resource.attributes if a.key == "service.name"
+            }
+            names += [span.name for scope in resource.scope_spans for span in scope.spans]
+    assert services == {"moot-test"}
+    assert Counter(names) == {"invoke_workflow sequential": 1, "invoke_agent Ana": 1, "invoke_agent Ben": 1,
+                              "chat simulated": 2}  # fmt: skip
