@@ -108,7 +108,10 @@ def _otlp_provider() -> TracerProvider:
 
         raise ConfigError(explain(exc, "MOOT_TRACING=otlp") or str(exc)) from None
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still apply; "moot" is only the default name.
-    named = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "moot"}
+    given = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    named = {} if given else {"service.name": "moot"}
     provider = TracerProvider(resource=Resource.create(named))  # flushed at exit (shutdown_on_exit)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
