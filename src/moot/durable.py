@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from moot import tracing
 from moot.engine import Run, RunResult, Steerable, check_intervention
 from moot.events import (
     Event,
@@ -99,6 +100,7 @@ class DurableRun(Steerable):
         self._partial_saved_at: dict[str, float] = {}
         self._pause_reason: str | None = None
         self._partial_saving: asyncio.Task[None] | None = None
+        self._trace = tracing.NOT_TRACED
 
     @property
     def result(self) -> RunResult | None:
@@ -144,14 +146,18 @@ class DurableRun(Steerable):
     async def _events(self) -> AsyncIterator[Event]:
         """The stored run's events; a database failure reaches the reader as a plain StoreError."""
         inner = self._run_stored()
-        try:
+        with tracing.room_run(self.room_id) as self._trace:  # the run's span (moot.tracing)
             try:
-                async for event in inner:
-                    yield event
-            finally:
-                await inner.aclose()  # a reader that left early: the run pauses and its end is written now
-        except StoreError as exc:
-            raise self._plain(exc, "running the room") from exc
+                try:
+                    async for event in inner:
+                        yield event
+                finally:  # a reader that left early: the run pauses and its end is written now
+                    await inner.aclose()
+            except StoreError as exc:
+                raise self._plain(exc, "running the room") from exc
+            result = self.result
+            if result is not None:
+                self._trace.ended(result.status, result.error, result.rounds_run)
 
     async def _run_stored(self) -> AsyncGenerator[Event]:
         store, room_id = self.store, self.room_id
@@ -192,7 +198,8 @@ class DurableRun(Steerable):
             await store.update_room(room_id, status="running")
             if self._pause_reason is not None:
                 run.pause(self._pause_reason)
-            run.start()
+            with self._trace.starting(spec.protocol):  # the run's tasks, and so its turns, are its children
+                run.start()
             helpers = [
                 asyncio.create_task(
                     self._supervised(run, "keeping the lease", lambda: self._keep_lease(run)),

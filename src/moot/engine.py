@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from moot import tracing
 from moot.conclusion import Conclusion, ConclusionInvalid, parse_conclusion
 from moot.events import (
     AgentInfo,
@@ -647,6 +648,15 @@ class Run(Steerable):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_turn(self, turn: Turn, progress: _Progress | None = None) -> None:
+        """One turn in its span (moot.tracing): its model calls are the span's children."""
+        spec = self.room.model_for(self.room.agent(turn.speaker))
+        with tracing.turn(
+            self.room_id, turn.id, turn.speaker, round=turn.round, kind=turn.kind,
+            provider=spec.provider, model=spec.name,
+        ):  # fmt: skip
+            await self._take_turn(turn, progress)
+
+    async def _take_turn(self, turn: Turn, progress: _Progress | None = None) -> None:
         """One turn, start to end. Whatever goes wrong in it ends this turn only (L12); the room goes on."""
         agent = self.room.agent(turn.speaker)
         spec = self.room.model_for(agent)
@@ -680,6 +690,7 @@ class Run(Steerable):
         except _Unsaved:
             raise  # the store failed, not the turn: the room cannot go on
         except Exception as exc:  # a model's failure, the turn's time running out, or a bug: this turn only
+            tracing.failed(exc)
             message = self._turn_error(turn, agent, exc)
             if turn.kind == "conclusion":
                 await self._fallback_conclusion(message, turn)
@@ -928,9 +939,10 @@ class Run(Steerable):
                         if last_error is not None:
                             await self._restart(turn, agent, spec, _restart_reason(last_error, spec))
                         try:
-                            completion = await self._stream(
-                                turn, agent, model, request, parts, progress, spec
-                            )
+                            with tracing.model_call(spec, request, self.room_id) as call:  # one per attempt
+                                completion = call.done(
+                                    await self._stream(turn, agent, model, request, parts, progress, spec)
+                                )
                         except ModelError as exc:
                             last_error = exc
                             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, SecretStr
@@ -50,6 +51,13 @@ class Settings(BaseSettings):
     )
     intervention_window: float = Field(
         60.0, gt=0, description="Seconds over which interventions are counted for the two limits above."
+    )
+
+    tracing: Literal["off", "otlp"] = Field(
+        "off",
+        description="otlp: OpenTelemetry spans for each room run, turn and model call, sent by OTLP over HTTP "
+        "to OTEL_EXPORTER_OTLP_ENDPOINT (the exporter's standard OTEL_* variables apply); needs the tracing "
+        "extra.",
     )
 
     @property

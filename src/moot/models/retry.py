@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import orjson
 import tenacity
 
+from moot import tracing
 from moot.exceptions import (
     ContextTooLong,
     ModelAuthError,
@@ -66,8 +67,8 @@ def retrying(spec: ModelSpec) -> tenacity.AsyncRetrying:
 async def complete(model: Model, request: ModelRequest, spec: ModelSpec) -> Completion:
     """The finished reply of a call nobody watches stream, retried like a streamed turn."""
     async for attempt in retrying(spec):
-        with attempt:
-            return await _final(model, request)
+        with attempt, tracing.model_call(spec, request) as call:  # a span per attempt, as in a turn
+            return call.done(await _final(model, request))
     raise AssertionError("unreachable: retrying() re-raises the last error")
 
 

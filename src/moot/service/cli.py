@@ -38,12 +38,17 @@ def serve(
     resumes them. SQLite in the data directory unless MOOT_DATABASE_URL says otherwise."""
     import uvicorn
 
+    from moot import tracing
     from moot.service import create_app
 
     settings = get_settings()
     settings = settings.model_copy(
         update={"host": host or settings.host, "port": settings.port if port is None else port}
     )
+    try:
+        tracing.setup(settings.tracing)  # MOOT_TRACING=otlp: spans of every run, turn and model call
+    except MootError as exc:
+        raise _fail(exc) from None
     uvicorn.run(
         create_app(settings),
         host=settings.host,

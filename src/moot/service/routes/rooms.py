@@ -12,6 +12,7 @@ import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 
+from moot import tracing
 from moot.engine import check_intervention
 from moot.exceptions import ConfigError, ModelUnavailable
 from moot.export import export
@@ -340,15 +341,23 @@ async def delete_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manage
 
 
 @router.post("/{room_id}/run", response_model=RoomPublic, status_code=status.HTTP_202_ACCEPTED)
-async def run_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep) -> RoomPublic:
+async def run_room(
+    request: Request, user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep
+) -> RoomPublic:
     """Starts the room, or resumes it where it stopped (L10); it runs on when no client watches."""
-    await manager.run(room.id)
+    with tracing.request(request, room.id):  # the run's span is this request's child
+        await manager.run(room.id)
     return await _fresh(store, room, manager, user)
 
 
 @router.post("/{room_id}/continue", response_model=RoomPublic, status_code=status.HTTP_202_ACCEPTED)
 async def continue_room(
-    body: FollowUpCreate, user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep
+    request: Request,
+    body: FollowUpCreate,
+    user: MemberUser,
+    room: OwnedRoom,
+    store: StoreDep,
+    manager: ManagerDep,
 ) -> RoomPublic:
     """Asks a concluded room a follow-up question: more rounds on the same transcript, then a new
     conclusion; the earlier conclusions are kept, numbered, in the transcript and its exports."""
@@ -368,7 +377,8 @@ async def continue_room(
         )
     await store.add_intervention(room.id, question, author=user.name)
     await store.update_room(room.id, status="paused")
-    await manager.run(room.id)
+    with tracing.request(request, room.id):
+        await manager.run(room.id)
     return await _fresh(store, room, manager, user)
 
 
@@ -380,11 +390,14 @@ async def pause_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manager
 
 
 @router.post("/{room_id}/stop", response_model=RoomPublic, status_code=status.HTTP_202_ACCEPTED)
-async def stop_room(user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep) -> RoomPublic:
+async def stop_room(
+    request: Request, user: MemberUser, room: OwnedRoom, store: StoreDep, manager: ManagerDep
+) -> RoomPublic:
     """Ends the discussion early with a conclusion (B9); the room concludes in the background."""
     if state_of(room) == "completed":
         raise Conflict(room.id, "completed", f"room {room.id} is completed; there is nothing left to stop")
-    await manager.stop(room.id)
+    with tracing.request(request, room.id):  # a stopped room not running here runs to conclude
+        await manager.stop(room.id)
     return await _fresh(store, room, manager, user)
 
 

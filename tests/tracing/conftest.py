@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from .spans import spans
+
+__all__ = ["spans"]

@@ -1,0 +1,72 @@
+"""The HTTP request that starts a run is the parent of the run's span, within the client's own trace."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import SpanKind, StatusCode
+
+from moot.testing.servers import FakeLLMServer
+from service.helpers import LLM_KEY, make_settings, provider_for, reply, running_server
+from store.fixtures import sqlite_database
+
+from .spans import Spans
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+def _room() -> dict[str, Any]:
+    agents = [{"name": "Chair", "role": "moderator"}, {"name": "Ana"}, {"name": "Ben"}]
+    return {
+        "task": "Open-source it?",
+        "protocol": "board",
+        "max_rounds": 1,
+        "agents": agents,
+        "default_model": "local",
+    }
+
+
+async def test_trace_the_run_request_is_the_parent_of_the_run(spans: Spans, tmp_path: Path) -> None:
+    database = sqlite_database(tmp_path)
+    async with (
+        FakeLLMServer(api_key=LLM_KEY, reply=reply, reply_tokens=8) as fake,
+        running_server(database, make_settings(tmp_path)) as server,
+        server.client(await server.new_user()) as http,
+    ):
+        await provider_for(http, fake)
+        created = await http.post("/rooms", json=_room())
+        assert created.status_code == 201, created.text
+        room_id = created.json()["id"]
+        traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+        started = await http.post(f"/rooms/{room_id}/run", headers={"traceparent": traceparent})
+        assert started.status_code == 202, started.text
+        assert await asyncio.to_thread(spans.run_ended.wait, 240)  # the run's span ends with the run
+        again = await http.post(f"/rooms/{room_id}/run")  # completed: refused, and not a server error
+        assert again.status_code == 409
+
+    requests = spans.named("POST /api/v1/rooms/{room_id}/run")
+    assert len(requests) == 2
+    first, refused = sorted(requests, key=lambda s: s.start_time or 0)
+    assert first.kind == SpanKind.SERVER and first.context is not None
+    assert format(first.context.trace_id, "032x") == CLIENT_TRACE  # the client's trace goes on
+    assert first.parent is not None and format(first.parent.span_id, "016x") == CLIENT_SPAN
+    assert (first.attributes or {})["moot.room.id"] == room_id
+    assert (first.attributes or {})["http.route"] == "/api/v1/rooms/{room_id}/run"
+
+    [run] = spans.named("invoke_workflow")
+    assert run.name == "invoke_workflow board"
+    assert run.parent is not None and run.parent.span_id == first.context.span_id  # a child, same trace
+    assert (run.attributes or {})["moot.run.status"] == "completed"
+    turns = spans.children(run, "invoke_agent")
+    assert {t.name for t in turns} == {"invoke_agent Chair", "invoke_agent Ana", "invoke_agent Ben"}
+    calls = [c for t in turns for c in spans.children(t, "chat")]
+    assert len(calls) == len(fake.requests) > 0
+    assert all(
+        isinstance(n := (c.attributes or {})["gen_ai.usage.output_tokens"], int) and n > 0 for c in calls
+    )
+
+    assert refused.status.status_code == StatusCode.UNSET  # a 409 answers the client; the server is fine
+    assert (refused.attributes or {})["error.type"] == "Conflict"
