@@ -1010,8 +1010,10 @@ class Run(Steerable):
                             await self._emit(progress.event(agent.name, "streaming"))
                         parts.append(item)
                         kept += len(item)
-                        await self._emit(
-                            TurnDelta(turn_id=turn.id, round=turn.round, speaker=agent.name, text=item)
+                        await self._emit(  # built as is: its fields are ours, checked where they were made
+                            TurnDelta.model_construct(
+                                turn_id=turn.id, round=turn.round, speaker=agent.name, text=item
+                            )
                         )
                     if capped:
                         break
