@@ -295,7 +295,8 @@ class DurableRun(Steerable):
                 raise
 
     def unsaved_partials(self) -> list[tuple[str, str, str, int]]:
-        """(room, turn, text so far, seq) of each turn in flight that streamed since it was last written."""
+        """(room, turn, text so far, seq) of each turn in flight that streamed since it was last taken here;
+        taking them marks them written (a write that fails only costs a resumed run that turn's notice)."""
         out = []
         for turn, seq in self._partial_seq.items():
             if self._partial_saved.get(turn) != seq:
