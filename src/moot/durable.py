@@ -1,10 +1,12 @@
 """Durable runs: a room kept in a store, run under a lease, continued from wherever it was cut.
 
 The engine knows nothing of storage; this module connects the two. Each completed turn is written with its
-events in one transaction (the engine's `on_entry` hook); other events ride along with the next write, or
-with the run's last one. Token deltas are not written: the text of a turn in flight is saved at most about a
-second behind, and a turn cut by a crash runs again from its start, so the number of writes per turn does not
-grow with its tokens. A lease in the database keeps a room from running twice at once (L14).
+events in one transaction (the engine's `on_entry` hook), while the room's other speakers go on streaming;
+other events ride along with the next write, or with the run's last one. Token deltas are not written: the
+text of a turn in flight is saved at most about a second behind, by one task per process for all its rooms,
+and a turn cut by a crash runs again from its start, so the number of writes per turn does not grow with its
+tokens. The same task looks for words stored elsewhere, for all the process's rooms in one query. A lease in
+the database keeps a room from running twice at once (L14).
 
 The database may fail while a room runs (locked, restarted, unreachable). Every write and the helpers that
 renew the lease and take in words stored elsewhere retry with backoff; what still fails pauses the room with
@@ -19,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from moot import tracing
 from moot.engine import Run, RunResult, Steerable, check_intervention
@@ -43,11 +45,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LEASE_TTL = 15.0
-PARTIAL_EVERY = 1.0
 # A killed run may have sent events past the last one stored (its deltas are written at most once a second);
 # its successor's numbers start this far above, so no watcher ever sees a number twice.
 SEQ_GAP_AFTER_CRASH = 100_000
-POLL_EVERY = 0.5
+POLL_EVERY = 0.5  # how often this process looks for words stored elsewhere, for all its rooms at once
 # A failed database call is tried again this many times, waiting RETRY_FIRST seconds, then twice as long each
 # time up to RETRY_LONGEST: about 3 s in all, enough for a busy database or a restarted connection.
 STORE_RETRIES = 4
@@ -96,10 +97,10 @@ class DurableRun(Steerable):
         self._fed: set[str] = set()
         self._unsaved: list[Event] = []
         self._saved: set[int] = set()
-        self._partial: dict[str, list[str]] = {}
-        self._partial_saved_at: dict[str, float] = {}
+        self._partial: dict[str, list[str]] = {}  # the text so far of turns in flight
+        self._partial_seq: dict[str, int] = {}  # their last delta's seq
+        self._partial_saved: dict[str, int] = {}  # the seq each was last written at
         self._pause_reason: str | None = None
-        self._partial_saving: asyncio.Task[None] | None = None
         self._trace = tracing.NOT_TRACED
 
     @property
@@ -125,7 +126,7 @@ class DurableRun(Steerable):
             ref = await self.store.add_intervention(self.room_id, check_intervention(text), author=author)
         except StoreError as exc:
             raise self._plain(exc, "storing words") from exc
-        self._feed(ref, author, text)
+        self.feed(ref, author, text)
         return ref
 
     async def stop(self) -> None:
@@ -173,6 +174,7 @@ class DurableRun(Steerable):
                 f"room {room_id} is already running{holder}; wait for it to end, or pause it where it runs"
             )
         helpers: list[asyncio.Task[None]] = []
+        joined = False
         try:
             transcript = await store.load_transcript(room_id)
             partials = await store.partials(room_id)
@@ -194,7 +196,7 @@ class DurableRun(Steerable):
                 after_start=[_restarted(spec, turn) for turn in sorted(partials) if turn not in stored],
             )
             for pending in await store.pending_interventions(room_id):
-                self._feed(pending.id, pending.author, pending.text)
+                self.feed(pending.id, pending.author, pending.text)
             await store.update_room(room_id, status="running")
             if self._pause_reason is not None:
                 run.pause(self._pause_reason)
@@ -205,11 +207,9 @@ class DurableRun(Steerable):
                     self._supervised(run, "keeping the lease", lambda: self._keep_lease(run)),
                     name=f"moot-lease-{room_id}",
                 ),
-                asyncio.create_task(
-                    self._supervised(run, "reading words stored elsewhere", self._poll_interventions),
-                    name=f"moot-interventions-{room_id}",
-                ),
             ]
+            _InProcess.of(store).join(self)
+            joined = True
             events = aiter(run)
             try:
                 async for event in events:
@@ -223,9 +223,12 @@ class DurableRun(Steerable):
             for task in helpers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if joined:
+                await _InProcess.of(store).leave(self)
             await self._finish()
 
-    def _feed(self, ref: str, author: str, text: str) -> None:
+    def feed(self, ref: str, author: str, text: str) -> None:
+        """Hands stored words to the run, once per stored id whoever hands them (the store, a notice, a call)."""
         if ref in self._fed or self.run is None:
             return
         self._fed.add(ref)
@@ -263,7 +266,7 @@ class DurableRun(Steerable):
             logger.warning("room %s: reading words stored elsewhere failed: %s", self.room_id, exc)
             return
         for words in pending:
-            self._feed(words.id, words.author, words.text)
+            self.feed(words.id, words.author, words.text)
 
     async def _keep(self, event: Event) -> None:
         """Tracks the text of turns in flight and writes what is not yet written.
@@ -272,25 +275,16 @@ class DurableRun(Steerable):
         from it which turns were cut while they streamed, and tells watchers to drop their text.
         """
         if isinstance(event, TurnDelta):
-            parts = self._partial.setdefault(event.turn_id, [])
-            parts.append(event.text)
-            now = time.monotonic()
-            saving = self._partial_saving is not None and not self._partial_saving.done()
-            saved_at = self._partial_saved_at.get(event.turn_id)
-            if not saving and (saved_at is None or now - saved_at >= PARTIAL_EVERY):
-                self._partial_saved_at[event.turn_id] = now
-                self._partial_saving = asyncio.create_task(  # the stream never waits for this write
-                    self._save_partial(event.turn_id, "".join(parts), event.seq)
-                )
+            self._partial.setdefault(event.turn_id, []).append(event.text)
+            self._partial_seq[event.turn_id] = event.seq
             return
         if event.seq in self._saved:
             self._saved.discard(event.seq)
             return
-        if isinstance(event, TurnRestarted):
+        if isinstance(event, TurnRestarted | TurnCompleted | TurnFailed):
             self._partial.pop(event.turn_id, None)
-        elif isinstance(event, TurnCompleted | TurnFailed):
-            self._partial.pop(event.turn_id, None)
-            self._partial_saved_at.pop(event.turn_id, None)
+            self._partial_seq.pop(event.turn_id, None)
+            self._partial_saved.pop(event.turn_id, None)
         self._unsaved.append(event)
         if isinstance(event, RoomPaused | RoomCompleted | RoomFailed):
             try:
@@ -307,12 +301,15 @@ class DurableRun(Steerable):
                 self._unsaved[:0] = waiting
                 raise
 
-    async def _save_partial(self, turn_id: str, text: str, seq: int) -> None:
-        """Keeps the text so far of a turn; a failure only costs a watcher who joins mid-turn that text."""
-        try:
-            await self.store.save_partial(self.room_id, turn_id, text, seq)
-        except MootError as exc:  # the database failed, or the room was deleted meanwhile
-            logger.warning("room %s: saving the text so far of %s failed: %s", self.room_id, turn_id, exc)
+    def unsaved_partials(self) -> list[tuple[str, str, str, int]]:
+        """(room, turn, text so far, seq) of each turn in flight that streamed since it was last taken here;
+        taking them marks them written (a write that fails only costs a resumed run that turn's notice)."""
+        out = []
+        for turn, seq in self._partial_seq.items():
+            if self._partial_saved.get(turn) != seq:
+                self._partial_saved[turn] = seq
+                out.append((self.room_id, turn, "".join(self._partial[turn]), seq))
+        return out
 
     async def _finish(self) -> None:
         """Writes what is left and the room's status, then lets go of the lease, whatever happened.
@@ -321,8 +318,6 @@ class DurableRun(Steerable):
         database stays unreachable the room is left as a crash leaves it, and resumes from its last turn.
         """
         try:
-            if self._partial_saving is not None:
-                await self._partial_saving
             await self._retrying("storing the run's last events", self._flush)
             result = self.result
             if result is not None and result.status != "running":
@@ -370,24 +365,29 @@ class DurableRun(Steerable):
                 return
             renewed = began
 
-    async def _poll_interventions(self) -> None:
-        """Takes in words stored by other processes (the HTTP service, another terminal)."""
-        while True:
-            await asyncio.sleep(POLL_EVERY)
-            try:
-                pending = await self._retrying(
-                    "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
-                )
-            except StoreError as exc:
-                logger.error("room %s: words stored elsewhere cannot be read, pausing: %s", self.room_id, exc)
-                if self.run is not None:
-                    self.run.pause(
-                        f"{exc.public}: words sent to this room could not be read, so it is paused rather "
-                        f"than go on without them; resume it once the database is back"
-                    )
-                return
-            for words in pending:
-                self._feed(words.id, words.author, words.text)
+    async def take_stored_words(self) -> None:
+        """Takes in the words stored for this room by other processes (the HTTP service, another terminal).
+
+        Retried; when the database stays unreadable the room pauses rather than go on without them.
+        """
+        try:
+            pending = await self._retrying(
+                "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
+            )
+        except StoreError as exc:
+            self.words_unreadable(exc)
+            return
+        for words in pending:
+            self.feed(words.id, words.author, words.text)
+
+    def words_unreadable(self, exc: StoreError) -> None:
+        """Pauses the room: words sent to it could not be read, and it must not go on without them."""
+        logger.error("room %s: words stored elsewhere cannot be read, pausing: %s", self.room_id, exc)
+        if self.run is not None:
+            self.run.pause(
+                f"{exc.public}: words sent to this room could not be read, so it is paused rather "
+                f"than go on without them; resume it once the database is back"
+            )
 
     # ---- database failures ----------------------------------------------------------------------------
 
@@ -405,23 +405,7 @@ class DurableRun(Steerable):
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
     ) -> T:
-        """`call()`, tried again with backoff while it raises StoreError; the last error is raised.
-
-        `until` (monotonic seconds) is when trying again is no longer worth it, however many tries are left.
-        """
-        delay = RETRY_FIRST
-        for retry in range(STORE_RETRIES + 1):
-            try:
-                return await call()
-            except StoreError as exc:
-                if retry == STORE_RETRIES or (until is not None and time.monotonic() + delay >= until):
-                    raise
-                logger.warning(
-                    "room %s: %s failed, trying again in %.1f s: %s", self.room_id, what, delay, exc
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_LONGEST)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _retrying(f"room {self.room_id}", what, call, until=until)
 
     def _plain(self, exc: StoreError, what: str) -> StoreError:
         """The error as participants may read it (no database path, host or password); details to the log."""
@@ -445,3 +429,112 @@ def _restarted(spec: RoomSpec, turn: str) -> TurnRestarted:
         model=model,
         discard=True,
     )
+
+
+async def _retrying(
+    who: str, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
+) -> T:
+    """`call()`, tried again with backoff while it raises StoreError; the last error is raised.
+
+    `until` (monotonic seconds) is when trying again is no longer worth it, however many tries are left.
+    """
+    delay = RETRY_FIRST
+    for retry in range(STORE_RETRIES + 1):
+        try:
+            return await call()
+        except StoreError as exc:
+            if retry == STORE_RETRIES or (until is not None and time.monotonic() + delay >= until):
+                raise
+            logger.warning("%s: %s failed, trying again in %.1f s: %s", who, what, delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_LONGEST)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _InProcess:
+    """What this process does for all the stored rooms it runs on one store, in one task, whatever their number.
+
+    Every `POLL_EVERY` seconds: one query for the words other processes stored for any of these rooms, and
+    one transaction for the text so far of every turn in flight that streamed since (at most about a second
+    behind, for a resumed run to tell which turns a crash cut). Nothing here is on the path of an event:
+    a slow database delays these writes and reads, never a delta.
+    """
+
+    _all: ClassVar[dict[int, _InProcess]] = {}
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runs: dict[str, DurableRun] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, store: Store) -> _InProcess:
+        found = cls._all.get(id(store))
+        if found is None or found.store is not store:
+            found = cls._all[id(store)] = cls(store)
+        return found
+
+    def join(self, run: DurableRun) -> None:
+        self.runs[run.room_id] = run
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._watch(), name="moot-rooms-in-process")
+
+    async def leave(self, run: DurableRun) -> None:
+        """The run ends: the text so far of its turns in flight is written now (a pause cut them)."""
+        if self.runs.get(run.room_id) is run:
+            del self.runs[run.room_id]
+        await self._write_partials(run.unsaved_partials())
+        if not self.runs:
+            if self._all.get(id(self.store)) is self:
+                del self._all[id(self.store)]
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+
+    async def _watch(self) -> None:
+        while self.runs:
+            await asyncio.sleep(POLL_EVERY)
+            try:
+                await self._write_partials(
+                    [p for run in list(self.runs.values()) for p in run.unsaved_partials()]
+                )
+                await self._take_words()
+            except Exception:  # a bug: every room here pauses rather than run on without its words
+                logger.exception("watching this process's rooms failed unexpectedly, pausing them")
+                for run in list(self.runs.values()):
+                    if run.run is not None:
+                        run.run.pause(
+                            "reading words stored elsewhere failed unexpectedly, so the room is "
+                            "paused; resume it to go on"
+                        )
+                return
+
+    async def _take_words(self) -> None:
+        runs = dict(self.runs)
+        if not runs:
+            return
+        try:
+            pending = await _retrying(
+                "this process",
+                "reading words stored elsewhere",
+                lambda: self.store.pending_interventions_for(list(runs)),
+            )
+        except StoreError as exc:
+            for run in runs.values():
+                run.words_unreadable(exc)
+            return
+        for room_id, words in pending.items():
+            for each in words:
+                if room_id in runs:
+                    runs[room_id].feed(each.id, each.author, each.text)
+
+    async def _write_partials(self, partials: list[tuple[str, str, str, int]]) -> None:
+        """One transaction for them all; a failure only costs a watcher who joins mid-turn that text."""
+        if not partials:
+            return
+        try:
+            await self.store.save_partials(partials)
+        except MootError as exc:  # the database failed, or a room was deleted meanwhile
+            logger.warning("saving the text so far of %d turns failed: %s", len(partials), exc)

@@ -76,6 +76,9 @@ _QUEUE_SIZE = 512
 _OVERFLOW = 64  # events a run that is ending may add past a full channel: its last few, never a stream
 _REFITS = 2  # times a turn is tried again, compressed to a context window a server reported smaller
 _DIGEST_TOKENS = 800
+# Seqs left free below a turn's stored events while they are written, for the deltas that other speakers
+# stream meanwhile: the write never holds up the stream, and the stream stays in seq order.
+_SEQS_DURING_SAVE = 1000
 _RUNNING: set[str] = set()  # rooms running in this process (L14); the store guards across processes
 
 log = logging.getLogger("moot.engine")
@@ -270,6 +273,10 @@ class Run(Steerable):
         self._after_start = list(after_start)
         self._channel = _Channel(_QUEUE_SIZE)
         self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
+        self._saving = asyncio.Lock()  # one entry written at a time, in the order the entries came
+        self._ceiling: int | None = None  # while an entry is written: the last seq other events may take
+        self._saved = asyncio.Event()  # set when no entry is being written
+        self._saved.set()
         self._pending: list[tuple[str, str, str | None]] = []
         self._words = asyncio.Event()  # set when words arrive: a discussion waiting for a choice goes on
         self._driver: asyncio.Task[None] | None = None
@@ -362,12 +369,16 @@ class Run(Steerable):
     # ---- the run ----------------------------------------------------------------------------------------
 
     async def _emit(self, *events: Event) -> None:
-        async with self._order:
-            for event in events:
-                self._seq += 1
-                event.seq = self._seq
-                if not self._reader_gone:
-                    await self._channel.put(event)
+        for event in events:
+            while True:
+                async with self._order:
+                    if self._ceiling is None or self._seq < self._ceiling:
+                        self._seq += 1
+                        event.seq = self._seq
+                        if not self._reader_gone:
+                            await self._channel.put(event)
+                        break
+                await self._saved.wait()  # the seqs left free during a write are spent: wait for it
 
     async def _commit(self, entry: Entry, *events: Event) -> None:
         """Adds an entry and emits its events as one step that a pause cannot cut in half."""
@@ -379,19 +390,41 @@ class Run(Steerable):
             raise
 
     async def _commit_now(self, entry: Entry, events: list[Event]) -> None:
-        async with self._order:  # a concurrent turn's deltas wait for the save, not overtake its events
-            self.transcript.add(entry)
-            for event in events:
-                self._seq += 1
-                event.seq = self._seq
-            if self._on_entry is not None:
-                try:
-                    await self._on_entry(entry, events)
-                except Exception as exc:
-                    raise _Unsaved(str(exc)) from exc
-            for event in events:
-                if not self._reader_gone:
-                    await self._channel.put(event)
+        """Numbers the entry's events, has them kept (`on_entry`), then emits them.
+
+        While the hook writes, other turns go on streaming: their events take the seqs left free below the
+        entry's (other turns in flight only), so the stream stays in seq order and a reader gets the entry's
+        events only once they are kept.
+        """
+        async with self._saving:
+            async with self._order:
+                self.transcript.add(entry)
+                others = self._on_entry is not None and any(t != entry.turn_id for t in self._partial)
+                first = self._seq + 1 + (_SEQS_DURING_SAVE if others else 0)
+                for number, event in enumerate(events, start=first):
+                    event.seq = number
+                if self._on_entry is None:
+                    self._seq = first - 1 + len(events)
+                    for event in events:
+                        if not self._reader_gone:
+                            await self._channel.put(event)
+                    return
+                self._ceiling = first - 1
+                self._saved.clear()
+            kept = False
+            try:
+                await self._on_entry(entry, events)
+                kept = True
+            except Exception as exc:
+                raise _Unsaved(str(exc)) from exc
+            finally:
+                async with self._order:  # in one hold: no event can come between the entry's and the rest
+                    self._ceiling = None
+                    self._saved.set()
+                    self._seq = max(self._seq, first - 1 + len(events))
+                    for event in events if kept else ():
+                        if not self._reader_gone:
+                            await self._channel.put(event)
 
     async def _drive(self) -> None:
         try:
@@ -989,8 +1022,10 @@ class Run(Steerable):
                             await self._emit(progress.event(agent.name, "streaming"))
                         parts.append(item)
                         kept += len(item)
-                        await self._emit(
-                            TurnDelta(turn_id=turn.id, round=turn.round, speaker=agent.name, text=item)
+                        await self._emit(  # built as is: its fields are ours, checked where they were made
+                            TurnDelta.model_construct(
+                                turn_id=turn.id, round=turn.round, speaker=agent.name, text=item
+                            )
                         )
                     if capped:
                         break

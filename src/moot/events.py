@@ -1,7 +1,7 @@
 """Every event a run emits: typed models joined in one discriminated union.
 
 Event names and fields are public API (CLI JSON lines, SSE, WebSocket, the database): add fields, never
-rename. Every event has `seq` (rising by one within a room's stream) and `type`; events that belong to a
+rename. Every event has `seq` (rising within a room's stream, never used twice) and `type`; events that belong to a
 round carry `round` (0 is the task and the opening). `docs/events.md` documents each one.
 """
 

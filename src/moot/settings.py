@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     interventions_per_user: int = Field(
         60, ge=1, description="Words one user may send, to all their rooms, per `intervention_window`."
     )
+    stream_frame_ms: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="Milliseconds over which a turn's new text is joined into one frame for live streams "
+        "(SSE, WebSocket); 0 sends every piece as its own frame.",
+    )
     intervention_window: float = Field(
         60.0, gt=0, description="Seconds over which interventions are counted for the two limits above."
     )

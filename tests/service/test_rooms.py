@@ -58,7 +58,9 @@ async def test_rooms_of_each_protocol_run_to_the_end_on_a_stored_provider_L1_L3_
         assert started.status_code == 202
         events, ended = await read_sse(ana, room["id"])  # watched live, to the end of the run
         assert ended and events[0]["type"] == "room_started" and events[-1]["type"] == "room_completed"
-        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert [e["seq"] for e in events] == sorted(
+            {e["seq"] for e in events}
+        )  # rising; joined deltas skip seqs
         streamed: dict[str, str] = {}
         for event in events:
             if event["type"] == "turn_delta":

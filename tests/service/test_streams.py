@@ -65,7 +65,7 @@ async def test_an_sse_client_reads_a_board_meeting_to_the_end(live: LiveServer) 
         await run(http, room_id)
         events, ended = await read_sse(http, room_id)
     assert ended
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})  # rising; joined deltas skip seqs
     assert all(e["_id"] == str(e["seq"]) and e["_event"] == e["type"] for e in events)
     assert events[0]["type"] == "room_started"
     assert events[-1]["type"] == "room_completed"
@@ -98,7 +98,7 @@ async def test_an_sse_client_cut_twenty_times_ends_with_exactly_the_uncut_events
         cut += got
         whole, _ = await uncut
     assert whole[-1]["type"] == "room_completed"
-    assert [e["seq"] for e in whole] == list(range(1, len(whole) + 1))
+    assert [e["seq"] for e in whole] == sorted({e["seq"] for e in whole})  # rising; joined deltas skip seqs
     assert plain(cut) == plain(whole)  # no gap, no duplicate, the same texts
 
 

@@ -9,6 +9,7 @@ resumes it.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,11 +59,19 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             cipher = Cipher.from_settings(settings)
             print(f"moot: {await ensure_admin(opened, settings)}", file=sys.stderr, flush=True)
             resolver = ProviderResolver(opened, cipher, settings)
-            manager = RoomManager(opened, resolve=resolver.resolve, models_for=resolver.models_for)
+            manager = RoomManager(
+                opened,
+                resolve=resolver.resolve,
+                models_for=resolver.models_for,
+                frame=settings.stream_frame_ms / 1000,
+            )
             app.state.settings, app.state.store, app.state.cipher = settings, opened, cipher
             app.state.manager = manager
             app.state.limiter = InterventionLimiter.from_settings(settings)
             await manager.start()
+            # What start-up made lives as long as the process: out of the collector's way, so that a full
+            # collection walks only what the rooms hold, and does not pause every stream the longer.
+            gc.freeze()
             try:
                 yield
             finally:

@@ -20,7 +20,7 @@ from moot.events import Event, RoomPaused, TurnCompleted, TurnDelta, TurnFailed,
 from moot.exceptions import MootError
 from moot.models import Model
 from moot.prompts import is_stop_command
-from moot.service.hub import GRACE_SECONDS, LOG_CAP, QUEUE_SIZE, RoomHub
+from moot.service.hub import FRAME_SECONDS, GRACE_SECONDS, LOG_CAP, QUEUE_SIZE, RoomHub
 from moot.service.metrics import Metrics
 from moot.spec import RoomSpec
 from moot.store import RoomRecord, Store
@@ -94,6 +94,7 @@ class RoomManager:
         grace: float = GRACE_SECONDS,
         queue_size: int = QUEUE_SIZE,
         log_cap: int = LOG_CAP,
+        frame: float = FRAME_SECONDS,
     ) -> None:
         self.store = store
         self.metrics = Metrics()
@@ -103,6 +104,7 @@ class RoomManager:
         self._grace = grace
         self._queue_size = queue_size
         self._log_cap = log_cap
+        self._frame = frame  # a turn's deltas are joined over this many seconds for stream clients
         self._runs: dict[str, _Live] = {}
         self._starting: set[str] = set()
         self._hubs: dict[str, RoomHub] = {}
@@ -129,6 +131,7 @@ class RoomManager:
                 grace=self._grace,
                 metrics=self.metrics,
                 on_idle=self._forget_hub,
+                frame=self._frame,
             )
         return hub
 

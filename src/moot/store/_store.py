@@ -558,6 +558,56 @@ class Store:
             rows = (await session.scalars(query)).all()
         return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
 
+    async def pending_interventions_for(self, room_ids: Sequence[str]) -> dict[str, list[StoredIntervention]]:
+        """`pending_interventions` of many rooms in one query: what one process's watcher takes in."""
+        if not room_ids:
+            return {}
+        query = (
+            select(InterventionRow)
+            .where(InterventionRow.room_id.in_(list(room_ids)), InterventionRow.taken_at.is_(None))
+            .order_by(InterventionRow.id)
+        )
+        async with self._read() as session:
+            rows = (await session.scalars(query)).all()
+        found: dict[str, list[StoredIntervention]] = {}
+        for row in rows:
+            found.setdefault(row.room_id, []).append(
+                StoredIntervention(str(row.id), row.author, row.text, row.created_at)
+            )
+        return found
+
+    async def save_partials(self, partials: Sequence[tuple[str, str, str, int]]) -> None:
+        """`save_partial` for many turns, of any rooms, in one transaction: (room, turn, text so far, seq).
+
+        Should a room be gone meanwhile, the others are written one by one and RoomNotFound names it.
+        """
+        rows = [
+            {"room_id": r, "turn_id": t, "text": text, "seq": seq, "updated_at": time.time()}
+            for r, t, text, seq in partials
+        ]
+        if not rows:
+            return
+        insert_ = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert_(PartialRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=[PartialRow.room_id, PartialRow.turn_id],
+            set_={c: statement.excluded[c] for c in ("text", "seq", "updated_at")},
+        )
+        try:
+            async with self._write() as conn:
+                await conn.execute(statement, rows)
+        except IntegrityError:
+            if len(partials) == 1:
+                raise RoomNotFound(partials[0][0]) from None
+            missing = None
+            for r, t, text, seq in partials:
+                try:
+                    await self.save_partial(r, t, text, seq)
+                except RoomNotFound as exc:
+                    missing = exc
+            if missing is not None:
+                raise missing from None
+
     # ---- leases (L14) ---------------------------------------------------------------------------------
 
     async def acquire(self, room_id: str, owner: str, ttl: float) -> bool:
