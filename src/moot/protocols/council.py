@@ -72,9 +72,27 @@ def labels_for(room: RoomSpec, reviewer: str, authors: Sequence[str]) -> dict[st
     return {LABELS[i]: author for i, author in enumerate(order)}
 
 
+def ranking_schema(labels: Sequence[str]) -> dict[str, object]:
+    """What a server that enforces a schema is asked for: every label, in some order (a grammar holds the
+    labels and their number; a label given twice is caught on reading and asked again)."""
+    ranking = {"type": "array", "items": {"type": "string", "enum": list(labels)}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ranking", "reason"],
+        "properties": {
+            "ranking": {**ranking, "minItems": len(labels), "maxItems": len(labels)},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+    }
+
+
 class Council(Protocol):
     name = "council"
     chaired = True
+
+    def structured(self, turn: Turn) -> bool:
+        return turn.kind in ("ranking", "conclusion")
 
     def plan(self, room: RoomSpec, transcript: Transcript) -> Iterator[Step]:
         """One round; a follow-up question to the concluded council adds rounds of answers and reviews."""
@@ -119,6 +137,8 @@ class Council(Protocol):
                 max_tokens=max_tokens,
                 temperature=temperature,
                 json_output=True,
+                schema=ranking_schema(list(labels)) if labels else None,
+                schema_name="ranking",
                 context=_context(room, agent, turn, options=tuple(labels), earlier=tuple(
                     (label, answers[author]) for label, author in labels.items()
                 )),
