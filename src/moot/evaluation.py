@@ -197,11 +197,12 @@ async def _meeting(
 
 
 async def board(model: Model, question: Question, budget: int) -> tuple[str, Usage]:
-    """Moot's board meeting. Four spoken turns (opening, two speeches, summary) share two thirds of the
-    budget, the conclusion has a third and is not asked again: the meeting's output stays within the budget,
-    as every method's does (positions asked apart from a summary come out of the conclusion's third)."""
+    """Moot's board meeting. Four spoken turns (opening, two speeches, summary) share half the budget; the
+    structured answers, the conclusion and the members' positions where the summary lacks them, a quarter
+    each at most; the conclusion is not asked again: the meeting stays within the budget, as every method's
+    does."""
     return await _meeting(
-        model, question, "board", {"reply_tokens": budget // 6, "structured_tokens": budget // 3}
+        model, question, "board", {"reply_tokens": budget // 8, "structured_tokens": budget // 4}
     )
 
 
