@@ -739,7 +739,9 @@ class Run(Steerable):
         """What the protocol reads out of the answer; asked again with the error where it cannot (B11's way).
 
         What the room can do without is not asked for again when the reply was cut off by its token limit:
-        the answer again would be cut off where this one was, and the turn is kept as it is.
+        the answer again would be cut off where this one was, and the turn is kept as it is. On a server that
+        holds answers to a schema, a structured part the text lacks (a summary's positions) is asked for on
+        its own instead (`Protocol.apart`), and the text is kept as it was said.
         The returned completion carries the usage of every attempt.
         """
         usage = completion.usage
