@@ -271,7 +271,7 @@ def eval_command(
             await built.aclose()
 
     results = asyncio.run(measure())
-    title = f"{spec.label}, {len(asked)} {tasks} questions, {budget} output tokens each"
+    title = f"{spec.label}, {len(asked)} {Path(tasks).stem} questions, {budget} output tokens each"
     report = f"{title}\n\n{evaluation.table(results)}\n"
     print(report)
     if out is not None:
