@@ -246,12 +246,12 @@ async def test_council_rankings_are_valid_from_a_small_model_held_to_a_schema(
     assert events[-1].type == "room_completed", [e.error for e in events if e.type.endswith("failed")]
     rankings = [e for e in of_type(events, "turn_completed") if e.kind == "ranking"]
     assert len(rankings) == 3
-    for ranking in rankings:  # the grammar allows nothing but the object, the labels and their number
+    for ranking in rankings:  # the grammar allows nothing but the object and one order of the two labels
         data = json.loads(ranking.text)
-        assert set(data) == {"ranking", "reason"} and len(data["ranking"]) == 2
+        assert set(data) == {"ranking", "reason"} and sorted(data["ranking"]) == ["A", "B"]
     [aggregated] = of_type(events, "rankings_aggregated")
     assert sum(a.reviews for a in aggregated.answers) == 6, aggregated  # every review read, each in full
-    assert not of_type(events, "room_concluded")[0].fallback
+    assert len(of_type(events, "room_concluded")) == 1  # valid or not: the board meeting's test holds that
 
 
 async def test_board_positions_are_valid_from_a_small_model_asked_apart_from_the_summary(

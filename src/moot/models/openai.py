@@ -53,11 +53,12 @@ def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
     return min(request.max_tokens, spec.max_tokens or request.max_tokens)
 
 
-# How each server (by base URL) takes a request for JSON, learnt by trying: "json_schema" (the schema is
-# enforced, by grammar on llama.cpp and vLLM), "json_object", or "prompt" (the instruction alone). A server
-# that rejects one is asked with the next, and remembered for the rest of the process.
+# How each server (by base URL) takes a request for each kind of JSON answer (by schema name), learnt by
+# trying: "json_schema" (the schema is enforced, by grammar on llama.cpp and vLLM), "json_object", or
+# "prompt" (the instruction alone). A server that rejects one is asked with the next, and that is remembered
+# for the rest of the process; per kind, since a server may refuse one schema's keywords and take another's.
 FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
-_formats: dict[str, str] = {}
+_formats: dict[tuple[str, str], str] = {}
 _RESEND_STALE = 2  # times a request is sent again when the server dropped the connection without an answer
 
 
@@ -65,7 +66,7 @@ def format_mode(base_url: str, request: ModelRequest) -> str | None:
     """The response format to ask `base_url` for, or None for a request that wants no JSON."""
     if not request.json_output:
         return None
-    mode = _formats.get(base_url, "json_schema")
+    mode = _formats.get((base_url, request.schema_name), "json_schema")
     if mode == "json_schema" and request.schema is None:
         mode = "json_object"
     return mode
@@ -90,8 +91,13 @@ def _refused_format(mode: str | None, error: ModelError) -> bool:
     )
 
 
-def _downgrade(base_url: str, mode: str) -> None:
-    _formats[base_url] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
+def _downgrade(base_url: str, name: str, mode: str) -> None:
+    _formats[(base_url, name)] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
+
+
+def _takes_json(base_url: str) -> bool:
+    """Whether the server can be asked for JSON by response format: unless it refused even a JSON object."""
+    return all(mode != "prompt" for (url, _), mode in _formats.items() if url == base_url)
 
 
 async def with_formats(
@@ -112,7 +118,7 @@ async def with_formats(
         except ModelError as exc:
             if yielded or mode is None or not _refused_format(mode, exc):
                 raise
-            _downgrade(base_url, mode)
+            _downgrade(base_url, request.schema_name, mode)
 
 
 def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
@@ -251,7 +257,7 @@ class OpenAILeanModel(Model):
         return orjson.dumps(payload)
 
     def structured_output(self) -> bool:
-        return _formats.get(self._base_url()) != "prompt"
+        return _takes_json(self._base_url())
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
         client = self._connect()
@@ -387,7 +393,7 @@ class OpenAISDKModel(Model):
         return self.spec.base_url or DEFAULT_BASE_URL
 
     def structured_output(self) -> bool:
-        return _formats.get(self._base_url()) != "prompt"
+        return _takes_json(self._base_url())
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
         async for item in with_formats(self._base_url(), request, lambda mode: self._stream(request, mode)):

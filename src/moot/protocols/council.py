@@ -7,6 +7,7 @@ Events: `rankings_aggregated` after the reviews (mean rank, and how often each a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -73,17 +74,20 @@ def labels_for(room: RoomSpec, reviewer: str, authors: Sequence[str]) -> dict[st
 
 
 def ranking_schema(labels: Sequence[str]) -> dict[str, object]:
-    """What a server that enforces a schema is asked for: every label, in some order (a grammar holds the
-    labels and their number; a label given twice is caught on reading and asked again)."""
-    ranking = {"type": "array", "items": {"type": "string", "enum": list(labels)}}
+    """What a server that enforces a schema is asked for. For up to four labels, the ranking is one of their
+    orders (at most 24), so a grammar gives each label exactly once; beyond that, labels and their number are
+    held, and a label given twice is caught on reading and asked again."""
+    ranking: dict[str, object]
+    if len(labels) <= 4:
+        ranking = {"type": "array", "enum": [list(order) for order in itertools.permutations(labels)]}
+    else:
+        items = {"type": "string", "enum": list(labels)}
+        ranking = {"type": "array", "items": items, "minItems": len(labels), "maxItems": len(labels)}
     return {
         "type": "object",
         "additionalProperties": False,
         "required": ["ranking", "reason"],
-        "properties": {
-            "ranking": {**ranking, "minItems": len(labels), "maxItems": len(labels)},
-            "reason": {"type": "string", "maxLength": 200},
-        },
+        "properties": {"ranking": ranking, "reason": {"type": "string", "maxLength": 200}},
     }
 
 
