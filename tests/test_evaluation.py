@@ -62,6 +62,8 @@ async def test_every_method_shares_the_budget_and_a_model_that_computes_is_alway
         found = re.search(r"(\d+)\+(\d+)\*(\d+)\+(\d+)-(\d+)\*(\d+)", text)
         a, b, c, d, e, f = map(int, found.groups()) if found else (0,) * 6
         value = a + b * c + d - e * f
+        if request.schema_name == "ranking":  # a council member ranks the one other answer
+            return '{"ranking": ["A"], "reason": "checked"}'
         if request.json_output:
             return f'{{"summary": "done", "decision_advice": "{value}", "consensus_points": [], "dissent_points": []}}'
         return f"Step by step. Answer: {value}"
@@ -74,8 +76,12 @@ async def test_every_method_shares_the_budget_and_a_model_that_computes_is_alway
         ("vote", 3, 3),
         ("debate", 3, 3),
         ("board", 3, 3),
+        ("council", 3, 3),
     ]
     limits = Counter(request.max_tokens for request in model.requests)
-    # single: 300; vote: 3 x 100; debate: 3 agents x 2 rounds x 50; board: 4 spoken turns x 50, conclusion 100
-    assert limits == {300: 3, 100: 9 + 3, 50: 18 + 12}
+    # single: 300; vote: 3 x 100; debate: 3 agents x 2 rounds x 50; board: 4 spoken turns x 37, conclusion
+    # 75 (and positions 75 where a summary lacks them); council: 2 answers x 75, 2 rankings and conclusion x 50
+    assert limits == {300: 3, 100: 9, 50: 18 + 9, 37: 12, 75: 3 + 6}
+    rankings = [r for r in model.requests if r.schema_name == "ranking"]
+    assert len(rankings) == 6 and all(r.json_output and r.schema for r in rankings)
     assert "| single | 3/3 | 100% | 44%–100% |" in evaluation.table(results)

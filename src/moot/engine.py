@@ -783,17 +783,41 @@ class Run(Steerable):
         """What the protocol reads out of the answer; asked again with the error where it cannot (B11's way).
 
         What the room can do without is not asked for again when the reply was cut off by its token limit:
-        the answer again would be cut off where this one was, and the turn is kept as it is.
+        the answer again would be cut off where this one was, and the turn is kept as it is. On a server that
+        holds answers to a schema, a structured part the text lacks (a summary's positions) is asked for on
+        its own instead (`Protocol.apart`), and the text is kept as it was said.
         The returned completion carries the usage of every attempt.
         """
         usage = completion.usage
         retries = self.room.limits.conclusion_retries
+        model = self._model(spec, agent)
+        apart = (
+            self._protocol.apart(
+                self.room, turn, request, completion.text, max_tokens=self._structured_tokens(spec)
+            )
+            if model.structured_output()
+            else None
+        )
+        source = completion.text  # what the protocol reads: the answer, or the part asked on its own
         for retry in range(retries + 1):
+            if apart is not None:  # the text stays; only the structured part is asked, held to its schema
+                try:
+                    answer = await complete(model, apart, spec)
+                except ModelError:
+                    break
+                source, usage = answer.text, usage + priced(spec, answer.usage)
             try:
-                data = self._protocol.read(self.room, turn, completion.text, self.transcript)
+                data = self._protocol.read(self.room, turn, source, self.transcript)
                 return replace(completion, usage=usage), label, data
             except Unreadable as unreadable:
-                if retry == retries or (not unreadable.required and completion.finish_reason == "length"):
+                if retry == retries:
+                    break
+                if apart is not None:
+                    error = texts(self.room.language).read_retry.format(error=unreadable)
+                    messages = (*apart.messages, Message("assistant", source), Message("user", error))
+                    apart = replace(apart, messages=messages)
+                    continue
+                if not unreadable.required and completion.finish_reason == "length":
                     break
                 await self._restart(turn, agent, spec, f"the answer could not be read: {unreadable}")
                 request = replace(
@@ -807,7 +831,7 @@ class Run(Steerable):
                     ),
                 )
                 completion, label = await self._speak(turn, agent, request, progress)
-                usage = usage + completion.usage
+                source, usage = completion.text, usage + completion.usage
         fallback = self._protocol.fallback(self.room, turn, completion.text)
         return replace(completion, usage=usage), label, fallback
 
@@ -1069,8 +1093,8 @@ class Run(Steerable):
         visible = [e for e in self.transcript.before(turn.sees) if not e.failed]
         await self._learn_server_window(spec, agent)
         max_tokens = spec.max_tokens or self.room.limits.reply_tokens
-        if turn.kind == "conclusion":  # a structured answer has its own limit, within a third of the window
-            max_tokens = min(self.room.limits.structured_tokens, self._window(spec) // 3)
+        if self._protocol.structured(turn):
+            max_tokens = self._structured_tokens(spec)
 
         def build(entries: list[Entry], digest: Entry | None) -> ModelRequest:
             return self._protocol.request(
@@ -1105,6 +1129,10 @@ class Run(Steerable):
                 )
             )
         return build(task + body, digest)
+
+    def _structured_tokens(self, spec: ModelSpec) -> int:
+        """A structured answer's own limit, within a third of the window: a speech's would cut it short."""
+        return min(self.room.limits.structured_tokens, self._window(spec) // 3)
 
     def _tokens(self, entry: Entry) -> int:
         key = f"{entry.key}"

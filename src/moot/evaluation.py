@@ -1,6 +1,7 @@
 """`moot eval`: does discussion help? The same questions, the same model, the same output-token budget per
 question, answered by one agent, by a majority vote of independent answers (self-consistency), by a
-parallel debate (Du et al. 2023: N agents, R rounds, final majority), and by Moot's board protocol.
+parallel debate (Du et al. 2023: N agents, R rounds, final majority), and by Moot's board and council
+protocols.
 
 Tasks are generated arithmetic as in Du et al. (six two-digit numbers, `a+b*c+d-e*f`) or any JSONL file of
 `{"question": ..., "answer": ...}` lines (numeric answers compare as numbers, others exactly).
@@ -163,24 +164,20 @@ async def debate(
     return majority([extract_answer(r) for r in replies]), usage
 
 
-async def board(model: Model, question: Question, budget: int) -> tuple[str, Usage]:
-    """Moot's board meeting: a chair and two members, one round; the answer is read from the conclusion."""
+async def _meeting(
+    model: Model, question: Question, protocol: str, limits: dict[str, int]
+) -> tuple[str, Usage]:
+    """A Moot room of a chair and two members, one round; the answer is read from the conclusion."""
     from moot.engine import Run
     from moot.spec import RoomSpec
 
-    # Four spoken turns (opening, two speeches, summary) share two thirds of the budget, the conclusion has a
-    # third, and is not asked again: the meeting's output stays within the budget, as every method's does.
     room = RoomSpec.from_data(
         {
             "task": f"{question.text} {ANSWER} Put the final number in decision_advice.",
-            "protocol": "board",
+            "protocol": protocol,
             "max_rounds": 1,
             "models": {"m": {"provider": "simulated"}},  # stands in for the declaration; `model` speaks
-            "limits": {
-                "reply_tokens": budget // 6,
-                "structured_tokens": budget // 3,
-                "conclusion_retries": 0,
-            },
+            "limits": {**limits, "conclusion_retries": 0},
             "agents": [
                 {
                     "name": "Chair",
@@ -199,8 +196,32 @@ async def board(model: Model, question: Question, budget: int) -> tuple[str, Usa
     return extract_answer(text), result.usage
 
 
+async def board(model: Model, question: Question, budget: int) -> tuple[str, Usage]:
+    """Moot's board meeting. Four spoken turns (opening, two speeches, summary) share half the budget; the
+    structured answers, the conclusion and the members' positions where the summary lacks them, a quarter
+    each at most; the conclusion is not asked again: the meeting stays within the budget, as every method's
+    does."""
+    return await _meeting(
+        model, question, "board", {"reply_tokens": budget // 8, "structured_tokens": budget // 4}
+    )
+
+
+async def council(model: Model, question: Question, budget: int) -> tuple[str, Usage]:
+    """Moot's council: the two members answer on their own (a quarter of the budget each), rank each other's
+    answer, and the chair concludes; the two rankings and the conclusion have a sixth each at most."""
+    return await _meeting(
+        model, question, "council", {"reply_tokens": budget // 4, "structured_tokens": budget // 6}
+    )
+
+
 Method = Callable[[Model, Question, int], Awaitable[tuple[str, Usage]]]
-METHODS: dict[str, Method] = {"single": single, "vote": vote, "debate": debate, "board": board}
+METHODS: dict[str, Method] = {
+    "single": single,
+    "vote": vote,
+    "debate": debate,
+    "board": board,
+    "council": council,
+}
 
 
 async def evaluate(

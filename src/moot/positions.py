@@ -2,7 +2,8 @@
 
 A chair's round summary ends with a JSON block of positions, one per member:
 `{"positions": [{"agent": "Alice", "stance": "support", "confidence": 0.8, "changed": false, "reason": "..."}]}`.
-The conclusion carries the same list. The consensus score of a round is the confidence-weighted share of the
+The conclusion carries the same list. Positions asked on their own, apart from the summary's prose, come as an
+object keyed by member (`{"positions": {"Alice": {"stance": ...}}}`), a shape a grammar can hold to. The consensus score of a round is the confidence-weighted share of the
 largest stance: each member counts for its confidence in the stance it holds, `undecided` counts for none, and
 the score is the largest stance's weight divided by the number of members who gave a position (0 to 1).
 """
@@ -49,6 +50,35 @@ POSITIONS_SCHEMA: dict[str, object] = {
     "properties": {"positions": {"type": "array", "items": POSITION_SCHEMA}},
 }
 
+
+def positions_response_schema(members: Sequence[str]) -> dict[str, object]:
+    """What a server that enforces a schema is asked for when positions are asked on their own: an object
+    keyed by member (each member exactly once, as a grammar can hold a model to), reasons kept short."""
+    position = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["stance", "confidence", "changed", "reason"],
+        "properties": {
+            "stance": {"type": "string", "enum": list(STANCES)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "changed": {"type": "boolean"},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+    }
+    by_member = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(members),
+        "properties": dict.fromkeys(members, position),
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["positions"],
+        "properties": {"positions": by_member},
+    }
+
+
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 
 
@@ -69,6 +99,8 @@ def parse_positions(text: str, members: Sequence[str]) -> list[Position]:
     end = text.rfind("}")
     if start != -1 and end > start:
         candidates.append(text[start : end + 1])
+    if text.lstrip().startswith("{"):
+        candidates.append(text)  # tried first: an answer that is all JSON (positions asked on their own)
     error = "the reply holds no JSON object with positions"
     for candidate in reversed(candidates):
         try:
@@ -76,11 +108,14 @@ def parse_positions(text: str, members: Sequence[str]) -> list[Position]:
         except json.JSONDecodeError as exc:
             error = f"the positions are not valid JSON: {exc.msg}"
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("positions"), list):
+        listed = data.get("positions") if isinstance(data, dict) else None
+        if isinstance(listed, dict):  # keyed by member, as positions asked on their own are
+            listed = [{**p, "agent": name} if isinstance(p, dict) else p for name, p in listed.items()]
+        if not isinstance(listed, list):
             error = 'the JSON object needs a "positions" list'
             continue
         try:
-            positions = [Position.model_validate(p) for p in data["positions"]]
+            positions = [Position.model_validate(p) for p in listed]
         except ValidationError as exc:
             error = "; ".join(
                 f"positions.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moot.conclusion import CONCLUSION_RESPONSE_SCHEMA, CONCLUSION_SCHEMA
 from moot.models import Message, ModelRequest, TurnContext
@@ -43,6 +43,7 @@ class _Texts:
     summary_interventions: str
     summary_last: str
     positions: str
+    positions_apart: str
     conclusion: str
     conclusion_retry: str
     read_retry: str
@@ -100,6 +101,12 @@ TEXTS: dict[str, _Texts] = {
             '"confidence": 0 to 1, "changed": true if their stance changed since the previous round, '
             '"reason": one line}}]}}, with one position for each of: {members}.'
         ),
+        positions_apart=(
+            "Now give where each member stands, as one JSON object and nothing else: "
+            '{{"positions": {{member name: {{"stance": "support" | "oppose" | "conditional" | "undecided", '
+            '"confidence": 0 to 1, "changed": true if their stance changed since the previous round, '
+            '"reason": one line}}}}}}, with exactly one entry for each of: {members}.'
+        ),
         conclusion=(
             "The discussion is over. As chair, give the final conclusion as one JSON object and nothing else, "
             "with exactly these fields: summary (string), decision_advice (string), consensus_points (list of "
@@ -156,6 +163,12 @@ TEXTS: dict[str, _Texts] = {
             '{{"positions": [{{"agent": 姓名, "stance": "support" | "oppose" | "conditional" | "undecided", '
             '"confidence": 0到1, "changed": 立场自上一轮以来是否改变, "reason": 一句话理由}}]}}，'
             "以下每位成员各一条：{members}。"
+        ),
+        positions_apart=(
+            "现在给出每位成员的立场，只输出一个JSON对象，不要有其他文字："
+            '{{"positions": {{成员姓名: {{"stance": "support" | "oppose" | "conditional" | "undecided", '
+            '"confidence": 0到1, "changed": 立场自上一轮以来是否改变, "reason": 一句话理由}}}}}}，'
+            "以下每位成员恰好一条：{members}。"
         ),
         conclusion=(
             "讨论已结束。请以主持人身份给出最终结论，只输出一个JSON对象，不要有任何其他文字，字段必须是："
@@ -341,6 +354,27 @@ def _interventions_since_last_turn(visible: Sequence[Entry], speaker: str) -> li
         if entry.kind == "intervention" and entry.command != "stop":
             texts_.append(entry.text)
     return texts_[::-1]
+
+
+def apart_request(
+    request: ModelRequest,
+    reply: str,
+    *,
+    instruction_text: str,
+    schema: dict[str, object],
+    schema_name: str,
+    max_tokens: int,
+) -> ModelRequest:
+    """Asks for the structured part a free-text reply lacks, on its own: the same conversation with the reply,
+    then the instruction, answered in JSON (held to `schema` where the server can) within its own limit."""
+    return replace(
+        request,
+        messages=(*request.messages, Message("assistant", reply or "-"), Message("user", instruction_text)),
+        max_tokens=max_tokens,
+        json_output=True,
+        schema=schema,
+        schema_name=schema_name,
+    )
 
 
 def digest_request(

@@ -223,3 +223,48 @@ def _children(pid: int) -> list[int]:
             if int(stat.rpartition(")")[2].split()[1]) == pid and b"_llamacpp_child" in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+def _openai_route(server: LocalServer, **options: Any) -> dict[str, Any]:
+    return {
+        "provider": "openai",
+        "model": "smollm2",
+        "base_url": f"{server.address}/v1",
+        "api_key": "x",
+        **options,
+    }
+
+
+@pytest.mark.parametrize("transport", ["lean", "sdk"])
+async def test_council_rankings_are_valid_from_a_small_model_held_to_a_schema(
+    llama_server: LocalServer, transport: str
+) -> None:
+    agents = [*AGENTS, {"name": "Cleo", "persona": "an accountant"}]  # three members: two answers to rank
+    spec = room("council", _openai_route(llama_server, transport=transport), agents=agents)
+    events = [e async for e in Run(spec)]
+
+    assert events[-1].type == "room_completed", [e.error for e in events if e.type.endswith("failed")]
+    rankings = [e for e in of_type(events, "turn_completed") if e.kind == "ranking"]
+    assert len(rankings) == 3
+    for ranking in rankings:  # the grammar allows nothing but the object and one order of the two labels
+        data = json.loads(ranking.text)
+        assert set(data) == {"ranking", "reason"} and sorted(data["ranking"]) == ["A", "B"]
+    [aggregated] = of_type(events, "rankings_aggregated")
+    assert sum(a.reviews for a in aggregated.answers) == 6, aggregated  # every review read, each in full
+    assert len(of_type(events, "room_concluded")) == 1  # valid or not: the board meeting's test holds that
+
+
+async def test_board_positions_are_valid_from_a_small_model_asked_apart_from_the_summary(
+    llama_server: LocalServer,
+) -> None:
+    spec = room("board", _openai_route(llama_server))
+    events = [e async for e in Run(spec)]
+
+    assert events[-1].type == "room_completed", [e.error for e in events if e.type.endswith("failed")]
+    [recorded] = of_type(events, "positions_recorded")
+    assert [p.agent for p in recorded.positions] == ["Ana", "Ben"]
+    assert all(p.stance in ("support", "oppose", "conditional", "undecided") for p in recorded.positions)
+    [summary] = [e for e in of_type(events, "turn_completed") if e.kind == "summary"]
+    assert summary.usage.output_tokens > 30  # the summary's 30 tokens and the positions' own answer
+    [concluded] = of_type(events, "room_concluded")
+    assert not concluded.fallback and [p.agent for p in concluded.positions] == ["Ana", "Ben"]

@@ -227,9 +227,9 @@ def eval_command(
         typer.Option(help="arithmetic (Du et al.: a+b*c+d-e*f), or a JSONL file of question/answer lines."),
     ] = "arithmetic",
     questions: Annotated[int, typer.Option("-n", min=1, help="Questions (arithmetic: generated).")] = 10,
-    methods: Annotated[str, typer.Option(help="Comma-separated: single, vote, debate, board.")] = (
-        "single,vote,debate,board"
-    ),
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: single, vote, debate, board, council.")
+    ] = "single,vote,debate,board,council",
     budget: Annotated[int, typer.Option(min=20, help="Output tokens per question, for every method.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the generated questions.")] = 0,
     out: Annotated[
@@ -271,7 +271,7 @@ def eval_command(
             await built.aclose()
 
     results = asyncio.run(measure())
-    title = f"{spec.label}, {len(asked)} {tasks} questions, {budget} output tokens each"
+    title = f"{spec.label}, {len(asked)} {Path(tasks).stem} questions, {budget} output tokens each"
     report = f"{title}\n\n{evaluation.table(results)}\n"
     print(report)
     if out is not None:

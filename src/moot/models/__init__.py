@@ -119,6 +119,11 @@ class Model(ABC):
     async def aclose(self) -> None:  # noqa: B027 - most models hold nothing to close
         """Releases connections; the engine calls it when the run ends."""
 
+    def structured_output(self) -> bool:
+        """Whether the server can be held to a JSON answer by a response format (a schema, or at least a JSON
+        object): then a structured part that a free-text reply lacks is worth asking for on its own."""
+        return False
+
     async def server_window(self) -> int | None:
         """The context window the model's server states, where it states one; None when it does not say."""
         return None

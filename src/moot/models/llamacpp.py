@@ -276,6 +276,9 @@ class LlamaCppModel(OpenAILeanModel):
         assert self._server is not None
         return f"{self._server.address}/v1"
 
+    def structured_output(self) -> bool:
+        return True  # llama.cpp's server turns every JSON schema into a grammar
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
         await self._ensure_server()
         async for item in super().stream(request):

@@ -8,7 +8,7 @@ orjson, because the CPU spent per streamed chunk adds up when many agents talk a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -53,11 +53,12 @@ def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
     return min(request.max_tokens, spec.max_tokens or request.max_tokens)
 
 
-# How each server (by base URL) takes a request for JSON, learnt by trying: "json_schema" (the schema is
-# enforced, by grammar on llama.cpp and vLLM), "json_object", or "prompt" (the instruction alone). A server
-# that rejects one is asked with the next, and remembered for the rest of the process.
+# How each server (by base URL) takes a request for each kind of JSON answer (by schema name), learnt by
+# trying: "json_schema" (the schema is enforced, by grammar on llama.cpp and vLLM), "json_object", or
+# "prompt" (the instruction alone). A server that rejects one is asked with the next, and that is remembered
+# for the rest of the process; per kind, since a server may refuse one schema's keywords and take another's.
 FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
-_formats: dict[str, str] = {}
+_formats: dict[tuple[str, str], str] = {}
 _RESEND_STALE = 2  # times a request is sent again when the server dropped the connection without an answer
 
 
@@ -65,7 +66,7 @@ def format_mode(base_url: str, request: ModelRequest) -> str | None:
     """The response format to ask `base_url` for, or None for a request that wants no JSON."""
     if not request.json_output:
         return None
-    mode = _formats.get(base_url, "json_schema")
+    mode = _formats.get((base_url, request.schema_name), "json_schema")
     if mode == "json_schema" and request.schema is None:
         mode = "json_object"
     return mode
@@ -90,8 +91,34 @@ def _refused_format(mode: str | None, error: ModelError) -> bool:
     )
 
 
-def _downgrade(base_url: str, mode: str) -> None:
-    _formats[base_url] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
+def _downgrade(base_url: str, name: str, mode: str) -> None:
+    _formats[(base_url, name)] = FORMAT_MODES[FORMAT_MODES.index(mode) + 1]
+
+
+def _takes_json(base_url: str) -> bool:
+    """Whether the server can be asked for JSON by response format: unless it refused even a JSON object."""
+    return all(mode != "prompt" for (url, _), mode in _formats.items() if url == base_url)
+
+
+async def with_formats(
+    base_url: str,
+    request: ModelRequest,
+    attempt: Callable[[str | None], AsyncIterator[str | Completion]],
+) -> AsyncIterator[str | Completion]:
+    """Streams `attempt(mode)` with the response format `base_url` is known to take; where the server
+    refuses it before answering, asks again with the next one and remembers that for the server."""
+    while True:
+        mode = format_mode(base_url, request)
+        yielded = False
+        try:
+            async for item in attempt(mode):
+                yielded = True
+                yield item
+            return
+        except ModelError as exc:
+            if yielded or mode is None or not _refused_format(mode, exc):
+                raise
+            _downgrade(base_url, request.schema_name, mode)
 
 
 def _temperature(spec: ModelSpec, request: ModelRequest) -> float | None:
@@ -229,20 +256,15 @@ class OpenAILeanModel(Model):
             payload["response_format"] = response_format
         return orjson.dumps(payload)
 
+    def structured_output(self) -> bool:
+        return _takes_json(self._base_url())
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
         client = self._connect()
-        while True:
-            mode = format_mode(self._base_url(), request)
-            yielded = False
-            try:
-                async for item in self._stream(client, request, mode):
-                    yielded = True
-                    yield item
-                return
-            except ModelError as exc:
-                if yielded or mode is None or not _refused_format(mode, exc):
-                    raise
-                _downgrade(self._base_url(), mode)
+        async for item in with_formats(
+            self._base_url(), request, lambda mode: self._stream(client, request, mode)
+        ):
+            yield item
 
     async def _stream(
         self, client: httpx.AsyncClient, request: ModelRequest, mode: str | None
@@ -360,17 +382,28 @@ class OpenAISDKModel(Model):
             remember_secret(self._key)  # scrubbed from every text, should a server echo it
             self._client = AsyncOpenAI(
                 api_key=self._key or "not-needed",
-                base_url=self.spec.base_url or DEFAULT_BASE_URL,
+                base_url=self._base_url(),
                 timeout=self.spec.timeout,
                 max_retries=0,
                 http_client=sdk_http_client(self.spec, openai.DefaultAsyncHttpxClient),
             )
         return self._client
 
+    def _base_url(self) -> str:
+        return self.spec.base_url or DEFAULT_BASE_URL
+
+    def structured_output(self) -> bool:
+        return _takes_json(self._base_url())
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        async for item in with_formats(self._base_url(), request, lambda mode: self._stream(request, mode)):
+            yield item
+
+    async def _stream(self, request: ModelRequest, mode: str | None) -> AsyncIterator[str | Completion]:
         import openai
 
         client, spec = self._connect(), self.spec
+        response_format = _response_format(mode, request)
         temperature = _temperature(spec, request)
         parts: list[str] = []
         usage: Usage | None = None
@@ -383,7 +416,7 @@ class OpenAISDKModel(Model):
                 messages=cast("list[ChatCompletionMessageParam]", _messages(request)),
                 max_tokens=_max_tokens(spec, request),
                 temperature=openai.omit if temperature is None else temperature,
-                response_format={"type": "json_object"} if request.json_output else openai.omit,
+                response_format=cast("Any", response_format) if response_format else openai.omit,
                 stream=True,
                 stream_options={"include_usage": True},
             )

@@ -19,6 +19,8 @@ from moot.positions import (
     consensus_score,
     leading_stance,
     parse_positions,
+    positions_response_schema,
+    strip_positions,
 )
 from moot.termination import Condition, State, for_room
 from moot.transcript import Entry, Key, Transcript, turn_id
@@ -200,6 +202,34 @@ class Protocol(ABC):
         return build_request(
             room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
             max_tokens=max_tokens, temperature=temperature, ask=turn.ask,
+        )  # fmt: skip
+
+    def structured(self, turn: Turn) -> bool:
+        """Whether the turn's whole answer is a JSON object: it gets the structured answers' token limit
+        (`limits.structured_tokens`), not a speech's, since an object cut short is no answer at all."""
+        return turn.kind == "conclusion"
+
+    def apart(
+        self, room: RoomSpec, turn: Turn, request: ModelRequest, text: str, *, max_tokens: int
+    ) -> ModelRequest | None:
+        """The request for the structured part a free-text answer lacks, asked on its own: a summary's
+        positions, missing, malformed or cut off by the reply's token limit. The engine asks it only of a
+        server that holds answers to a schema (else the turn is asked again whole, as `read` says); None
+        when the text already holds a valid one or the turn carries none."""
+        if turn.kind != "summary":
+            return None
+        from moot.prompts import apart_request, texts
+
+        members = [a.name for a in room.members]
+        try:
+            parse_positions(text, members)
+            return None
+        except PositionsInvalid:
+            pass
+        return apart_request(
+            request, strip_positions(text),
+            instruction_text=texts(room.language).positions_apart.format(members=", ".join(members)),
+            schema=positions_response_schema(members), schema_name="positions", max_tokens=max_tokens,
         )  # fmt: skip
 
     def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ Events: `rankings_aggregated` after the reviews (mean rank, and how often each a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -72,9 +73,30 @@ def labels_for(room: RoomSpec, reviewer: str, authors: Sequence[str]) -> dict[st
     return {LABELS[i]: author for i, author in enumerate(order)}
 
 
+def ranking_schema(labels: Sequence[str]) -> dict[str, object]:
+    """What a server that enforces a schema is asked for. For up to four labels, the ranking is one of their
+    orders (at most 24), so a grammar gives each label exactly once; beyond that, labels and their number are
+    held, and a label given twice is caught on reading and asked again."""
+    ranking: dict[str, object]
+    if len(labels) <= 4:
+        ranking = {"type": "array", "enum": [list(order) for order in itertools.permutations(labels)]}
+    else:
+        items = {"type": "string", "enum": list(labels)}
+        ranking = {"type": "array", "items": items, "minItems": len(labels), "maxItems": len(labels)}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ranking", "reason"],
+        "properties": {"ranking": ranking, "reason": {"type": "string", "maxLength": 200}},
+    }
+
+
 class Council(Protocol):
     name = "council"
     chaired = True
+
+    def structured(self, turn: Turn) -> bool:
+        return turn.kind in ("ranking", "conclusion")
 
     def plan(self, room: RoomSpec, transcript: Transcript) -> Iterator[Step]:
         """One round; a follow-up question to the concluded council adds rounds of answers and reviews."""
@@ -119,6 +141,8 @@ class Council(Protocol):
                 max_tokens=max_tokens,
                 temperature=temperature,
                 json_output=True,
+                schema=ranking_schema(list(labels)) if labels else None,
+                schema_name="ranking",
                 context=_context(room, agent, turn, options=tuple(labels), earlier=tuple(
                     (label, answers[author]) for label, author in labels.items()
                 )),

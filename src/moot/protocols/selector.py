@@ -61,9 +61,25 @@ def person_choice(transcript: Transcript, round_: int, members: Sequence[str]) -
     return None
 
 
+def choice_schema(members: Sequence[str]) -> dict[str, object]:
+    """What a server that enforces a schema is asked for: a member's name and a short reason."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["next", "reason"],
+        "properties": {
+            "next": {"type": "string", "enum": list(members)},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+    }
+
+
 class Selector(Protocol):
     name = "selector"
     chaired = True
+
+    def structured(self, turn: Turn) -> bool:
+        return turn.kind in ("selection", "conclusion")
 
     def __init__(self, choose: Choose | None = None) -> None:
         """`choose`: a function that names each next speaker, in place of the room's `speaker_selection`."""
@@ -126,7 +142,9 @@ class Selector(Protocol):
             max_tokens=max_tokens, temperature=temperature, ask=turn.ask, instruction_text=text,
         )  # fmt: skip
         context = replace(request.context, ask=turn.ask, options=options) if request.context else None
-        return replace(request, json_output=True, context=context)
+        return replace(
+            request, json_output=True, schema=choice_schema(options), schema_name="choice", context=context
+        )
 
     def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:
         if turn.kind != "selection":

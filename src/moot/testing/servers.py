@@ -191,6 +191,8 @@ class FakeLLMServer:
     protocol). Anthropic replies report `cache_read_tokens` and `cache_creation_tokens` when they are set.
     `length_reason` is the word for a reply cut by `max_tokens` (default: the protocol's own).
     `announce_window` states `context_window` in `GET /v1/models` as llama.cpp does (`meta.n_ctx`).
+    `response_formats` (e.g. `["json_object", "text"]`) refuses any other `response_format` type with a 400, as
+    servers without structured outputs do; by default every one is taken (and ignored: replies are the same).
     `GET /v1/models` takes no fault and is not recorded: faults and `requests` are the model calls'.
     """
 
@@ -214,6 +216,7 @@ class FakeLLMServer:
         cache_creation_tokens: int = 0,
         length_reason: str | None = None,
         announce_window: bool = False,
+        response_formats: Sequence[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -232,6 +235,7 @@ class FakeLLMServer:
         self.cache_creation_tokens = cache_creation_tokens
         self.length_reason = length_reason
         self.announce_window = announce_window
+        self.response_formats = tuple(response_formats) if response_formats is not None else None
         self.faults: deque[Fault] = deque()
         self.requests: list[RecordedRequest] = []
         self._count = 0
@@ -419,6 +423,12 @@ class FakeLLMServer:
                 return True
             if self.context_window is not None and _prompt_tokens(body) > self.context_window:
                 await self._too_long(writer, anthropic, _prompt_tokens(body))
+                return True
+            asked = body.get("response_format")
+            kind = asked.get("type") if isinstance(asked, dict) else None
+            if self.response_formats is not None and kind is not None and kind not in self.response_formats:
+                message = f"'response_format.type' must be one of {', '.join(self.response_formats)}"
+                await self._error(writer, anthropic, 400, headers, model, message)
                 return True
             injected = _injected(fault, anthropic, key)
             if anthropic:
