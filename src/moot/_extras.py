@@ -28,6 +28,7 @@ EXTRA_OF: dict[str, str] = {
     "httpx2": "anthropic",
     "openai": "openai-sdk",
     "xllamacpp": "local",
+    "redis": "scale",
 }
 
 

@@ -99,6 +99,7 @@ class DurableRun(Steerable):
         self._partial_saved_at: dict[str, float] = {}
         self._pause_reason: str | None = None
         self._partial_saving: asyncio.Task[None] | None = None
+        self._words_failed = False
 
     @property
     def result(self) -> RunResult | None:
@@ -123,7 +124,7 @@ class DurableRun(Steerable):
             ref = await self.store.add_intervention(self.room_id, check_intervention(text), author=author)
         except StoreError as exc:
             raise self._plain(exc, "storing words") from exc
-        self._feed(ref, author, text)
+        self.feed(ref, author, text)
         return ref
 
     async def stop(self) -> None:
@@ -188,7 +189,7 @@ class DurableRun(Steerable):
                 after_start=[_restarted(spec, turn) for turn in sorted(partials) if turn not in stored],
             )
             for pending in await store.pending_interventions(room_id):
-                self._feed(pending.id, pending.author, pending.text)
+                self.feed(pending.id, pending.author, pending.text)
             await store.update_room(room_id, status="running")
             if self._pause_reason is not None:
                 run.pause(self._pause_reason)
@@ -218,7 +219,8 @@ class DurableRun(Steerable):
                     await task
             await self._finish()
 
-    def _feed(self, ref: str, author: str, text: str) -> None:
+    def feed(self, ref: str, author: str, text: str) -> None:
+        """Hands stored words to the run, once per stored id, whoever read them from the store."""
         if ref in self._fed or self.run is None:
             return
         self._fed.add(ref)
@@ -256,7 +258,7 @@ class DurableRun(Steerable):
             logger.warning("room %s: reading words stored elsewhere failed: %s", self.room_id, exc)
             return
         for words in pending:
-            self._feed(words.id, words.author, words.text)
+            self.feed(words.id, words.author, words.text)
 
     async def _keep(self, event: Event) -> None:
         """Tracks the text of turns in flight and writes what is not yet written.
@@ -365,22 +367,27 @@ class DurableRun(Steerable):
 
     async def _poll_interventions(self) -> None:
         """Takes in words stored by other processes (the HTTP service, another terminal)."""
-        while True:
+        while not self._words_failed:
             await asyncio.sleep(POLL_EVERY)
-            try:
-                pending = await self._retrying(
-                    "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
+            await self.take_stored_words()
+
+    async def take_stored_words(self) -> None:
+        """Reads the room's words not yet taken and feeds them; pauses the room when they cannot be read."""
+        try:
+            pending = await self._retrying(
+                "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
+            )
+        except StoreError as exc:
+            logger.error("room %s: words stored elsewhere cannot be read, pausing: %s", self.room_id, exc)
+            self._words_failed = True
+            if self.run is not None:
+                self.run.pause(
+                    f"{exc.public}: words sent to this room could not be read, so it is paused rather "
+                    f"than go on without them; resume it once the database is back"
                 )
-            except StoreError as exc:
-                logger.error("room %s: words stored elsewhere cannot be read, pausing: %s", self.room_id, exc)
-                if self.run is not None:
-                    self.run.pause(
-                        f"{exc.public}: words sent to this room could not be read, so it is paused rather "
-                        f"than go on without them; resume it once the database is back"
-                    )
-                return
-            for words in pending:
-                self._feed(words.id, words.author, words.text)
+            return
+        for words in pending:
+            self.feed(words.id, words.author, words.text)
 
     # ---- database failures ----------------------------------------------------------------------------
 
