@@ -1,0 +1,133 @@
+"""Two API processes and two workers on PostgreSQL and Redis, many board meetings watched over SSE through a
+randomly chosen API process; something is killed mid-round, every room still ends whole.
+
+The number of rooms is MOOT_TEST_SCALE_ROOMS (20 by default). Kills are gated on events: the killer waits
+until a watched room shows a turn streaming its text, never on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from moot.store import Store
+
+from ._cluster import ADMIN, ROOMS, Deployment, Watcher, board, deployment, worker_pid
+
+pytestmark = pytest.mark.slow
+SPEED = 12.0  # simulated tokens per second: a turn takes a few seconds, so a kill lands mid-turn
+TIMEOUT = 240.0
+
+
+async def _meetings(
+    tmp_path: Path, disrupt: Callable[[Deployment, Store, list[Watcher]], Awaitable[None]]
+) -> None:
+    """Starts the rooms, watches each through a random API process, runs `disrupt`, then checks the end."""
+    async with deployment(tmp_path) as deployed:
+        store = Store.from_url(deployed.database_url, local_pids=False)
+        try:
+            api = deployed.api_base(deployed.apis[0])
+            async with httpx.AsyncClient(
+                base_url=api, headers={"authorization": f"Bearer {ADMIN}"}, timeout=60
+            ) as http:
+                room_ids = []
+                for seed in range(ROOMS):
+                    answer = await http.post("/rooms", json=board(seed, SPEED))
+                    assert answer.status_code == 201, answer.text
+                    room_ids.append(answer.json()["id"])
+                watchers = [Watcher(room_id, deployed) for room_id in room_ids]
+                following = [asyncio.create_task(w.follow()) for w in watchers]
+                for room_id in room_ids:
+                    answer = await http.post(f"/rooms/{room_id}/run")
+                    assert answer.status_code == 202, answer.text
+                try:
+                    async with asyncio.timeout(TIMEOUT):
+                        await disrupt(deployed, store, watchers)
+                        await asyncio.gather(*following)
+                except TimeoutError:
+                    raise AssertionError(
+                        f"rooms not done: {[w.room_id for w in watchers if not w.done]}\n{deployed.logs()}"
+                    ) from None
+                finally:
+                    for task in following:
+                        task.cancel()
+            for watcher in watchers:
+                await _check(store, watcher)
+        finally:
+            await store.close()
+
+
+async def _check(store: Store, watcher: Watcher) -> None:
+    """The room completed, each turn stored once, and the client shows exactly the stored text."""
+    record = await store.get_room(watcher.room_id)
+    assert record.status == "completed", (watcher.room_id, record.status, record.error)
+    turns = [entry for entry in await store.load_transcript(watcher.room_id) if entry.is_turn]
+    ids = [entry.turn_id for entry in turns]
+    assert len(ids) == len(set(ids)), f"a turn was stored twice: {ids}"
+    assert len(ids) == 8, ids  # opening, 2 x (two speeches and a summary), conclusion: none lost
+    assert sorted(watcher.completions) == sorted(ids), "the client missed or repeated a turn"
+    for entry in turns:
+        assert watcher.completed[entry.turn_id] == entry.text
+        assert watcher.text(entry.turn_id) == entry.text, f"{watcher.room_id} {entry.turn_id}: streamed text"
+
+
+async def _streaming_room(store: Store, watchers: list[Watcher], held_by: Callable[[int | None], bool]) -> None:
+    """Returns once a room whose lease `held_by` accepts is streaming a turn (seen by its client)."""
+    while True:
+        await asyncio.wait([asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done],
+                           return_when=asyncio.FIRST_COMPLETED)
+        for watcher in watchers:
+            if watcher.streaming.is_set() and not watcher.done and held_by(await worker_pid(store, watcher.room_id)):
+                return
+            watcher.streaming.clear()
+
+
+async def test_scale_worker_killed_mid_round(tmp_path: Path) -> None:
+    """SIGKILL to a worker while its rooms stream: another takes them over and each ends whole."""
+    killed: list[Any] = []
+
+    async def kill_a_worker(deployed: Deployment, store: Store, watchers: list[Watcher]) -> None:
+        pids = {w.proc.pid for w in deployed.workers}
+        await _streaming_room(store, watchers, lambda pid: pid in pids)
+        counts = {pid: 0 for pid in pids}
+        for watcher in watchers:
+            pid = await worker_pid(store, watcher.room_id)
+            if pid in counts:
+                counts[pid] += 1
+        victim = deployed.worker_by_pid(max(counts, key=lambda pid: counts[pid]))
+        assert victim is not None
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        killed.append(victim)
+
+    await _meetings(tmp_path, kill_a_worker)
+    assert killed
+
+
+async def test_scale_api_killed_mid_round(tmp_path: Path) -> None:
+    """SIGKILL to an API process: its clients reconnect to the other with Last-Event-ID and miss nothing."""
+
+    async def kill_an_api(deployed: Deployment, store: Store, watchers: list[Watcher]) -> None:
+        await _streaming_room(store, watchers, lambda pid: pid is not None)
+        victim = deployed.apis[0]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+
+    await _meetings(tmp_path, kill_an_api)
+
+
+async def test_scale_redis_restarted_mid_round(tmp_path: Path) -> None:
+    """Redis killed and started again empty: rooms go on, clients end with exactly the stored text."""
+
+    async def restart_redis(deployed: Deployment, store: Store, watchers: list[Watcher]) -> None:
+        await _streaming_room(store, watchers, lambda pid: pid is not None)
+        deployed.redis.kill()
+        await asyncio.to_thread(deployed.redis.start)
+
+    await _meetings(tmp_path, restart_redis)
