@@ -171,13 +171,18 @@ class Deployment:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with (self.folder / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             return subprocess.Popen(
-                [sys.executable, "-m", "moot.cli", *args], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "moot.cli", *args],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def start_api(self) -> Process:
         port = free_port()
         name = f"api{len(self.apis)}"
-        process = Process(name, self._spawn(name, ["serve", "--port", str(port), "--log-level", "warning"]), port)
+        process = Process(
+            name, self._spawn(name, ["serve", "--port", str(port), "--log-level", "warning"]), port
+        )
         self.apis.append(process)
         wait_port(port, 60, f"{name} to listen")
         return process
@@ -222,12 +227,15 @@ class Deployment:
 
     def logs(self) -> str:
         return "\n".join(
-            f"---- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in sorted(self.folder.glob("*.log"))
+            f"---- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.folder.glob("*.log"))
         )
 
 
 @contextlib.asynccontextmanager
-async def deployment(folder: Path, *, apis: int = 2, workers: int = 2, takeover: float = 5.0) -> AsyncIterator[Deployment]:
+async def deployment(
+    folder: Path, *, apis: int = 2, workers: int = 2, takeover: float = 5.0
+) -> AsyncIterator[Deployment]:
     """Redis, a fresh database, `apis` servers and `workers` workers, all ready; stopped afterwards."""
     redis = RedisServer(folder)
     url, drop = await new_database()
@@ -283,9 +291,12 @@ class Watcher:
             self.connections += 1
             headers = {"authorization": f"Bearer {ADMIN}", "Last-Event-ID": str(last)}
             try:
-                async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60)) as http, http.stream(
-                    "GET", f"{self.deployment.api_base(api)}/rooms/{self.room_id}/events", headers=headers
-                ) as response:
+                async with (
+                    httpx.AsyncClient(timeout=httpx.Timeout(10, read=60)) as http,
+                    http.stream(
+                        "GET", f"{self.deployment.api_base(api)}/rooms/{self.room_id}/events", headers=headers
+                    ) as response,
+                ):
                     if response.status_code != 200:
                         await asyncio.sleep(0.2)
                         continue

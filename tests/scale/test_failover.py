@@ -77,13 +77,21 @@ async def _check(store: Store, watcher: Watcher) -> None:
         assert watcher.text(entry.turn_id) == entry.text, f"{watcher.room_id} {entry.turn_id}: streamed text"
 
 
-async def _streaming_room(store: Store, watchers: list[Watcher], held_by: Callable[[int | None], bool]) -> None:
+async def _streaming_room(
+    store: Store, watchers: list[Watcher], held_by: Callable[[int | None], bool]
+) -> None:
     """Returns once a room whose lease `held_by` accepts is streaming a turn (seen by its client)."""
     while True:
-        await asyncio.wait([asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done],
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         for watcher in watchers:
-            if watcher.streaming.is_set() and not watcher.done and held_by(await worker_pid(store, watcher.room_id)):
+            if (
+                watcher.streaming.is_set()
+                and not watcher.done
+                and held_by(await worker_pid(store, watcher.room_id))
+            ):
                 return
             watcher.streaming.clear()
 
@@ -95,7 +103,7 @@ async def test_scale_worker_killed_mid_round(tmp_path: Path) -> None:
     async def kill_a_worker(deployed: Deployment, store: Store, watchers: list[Watcher]) -> None:
         pids = {w.proc.pid for w in deployed.workers}
         await _streaming_room(store, watchers, lambda pid: pid in pids)
-        counts = {pid: 0 for pid in pids}
+        counts = dict.fromkeys(pids, 0)
         for watcher in watchers:
             pid = await worker_pid(store, watcher.room_id)
             if pid in counts:

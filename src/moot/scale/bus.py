@@ -242,6 +242,7 @@ class EventPublisher:
         self._count = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self.failed = asyncio.Event()  # set once a write failed (Redis away)
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -298,6 +299,7 @@ class EventPublisher:
                 for room_id, items in batch.items():  # back in front, in order, for the next try
                     self._pending[room_id] = [*items, *self._pending.get(room_id, [])]
                 self._count += sent
+                self.failed.set()
                 logger.warning("redis: publishing events failed, trying again: %s", scrub(str(exc)))
                 delay = await _backoff(delay)
 
