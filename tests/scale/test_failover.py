@@ -21,7 +21,7 @@ from moot.store import Store
 from ._cluster import ADMIN, ROOMS, Deployment, Watcher, board, deployment, worker_pid
 
 pytestmark = pytest.mark.slow
-SPEED = 12.0  # simulated tokens per second: a turn takes a few seconds, so a kill lands mid-turn
+SPEED = 40.0  # simulated tokens per second: a room takes about 25 s of model time, a turn a few seconds
 TIMEOUT = 240.0
 
 
