@@ -82,7 +82,10 @@ async def _run(deployed: Deployment, rooms: int, speed: float) -> dict[str, Any]
     pace = Pace()
     api = deployed.api_base(deployed.apis[0])
     async with httpx.AsyncClient(
-        base_url=api, headers={"authorization": f"Bearer {ADMIN}"}, timeout=120
+        base_url=api,
+        headers={"authorization": f"Bearer {ADMIN}"},
+        timeout=120,
+        limits=httpx.Limits(max_keepalive_connections=0),
     ) as http:
         ids = [(await http.post("/rooms", json=room(seed, speed))).json()["id"] for seed in range(rooms)]
         watchers = [Watcher(room_id, deployed) for room_id in ids]

@@ -187,9 +187,11 @@ class Deployment:
         wait_port(port, 60, f"{name} to listen")
         return process
 
-    def start_worker(self, *extra: str) -> Process:
+    def start_worker(self) -> Process:
+        """A worker serving /metrics on a port of its own (`process.port`)."""
         name = f"worker{len(self.workers)}"
-        process = Process(name, self._spawn(name, ["worker", *extra]))
+        port = free_port()
+        process = Process(name, self._spawn(name, ["worker", "--metrics-port", str(port)]), port)
         self.workers.append(process)
         return process
 
@@ -287,6 +289,8 @@ class Watcher:
         last = 0
         while not self.done:
             apis = self.deployment.live_apis()
+            if not apis:
+                raise AssertionError(f"room {self.room_id}: no API process left to watch it through")
             api = random.choice(apis)
             self.connections += 1
             headers = {"authorization": f"Bearer {ADMIN}", "Last-Event-ID": str(last)}

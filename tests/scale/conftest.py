@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from store.fixtures import postgres_database
+from store.fixtures import database, postgres_database, store_factory
 
-__all__ = ["postgres_database"]
+__all__ = ["database", "postgres_database", "store_factory"]

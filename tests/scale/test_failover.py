@@ -26,7 +26,9 @@ TIMEOUT = 240.0
 
 
 async def _meetings(
-    tmp_path: Path, disrupt: Callable[[Deployment, Store, list[Watcher]], Awaitable[None]]
+    tmp_path: Path,
+    disrupt: Callable[[Deployment, Store, list[Watcher]], Awaitable[None]],
+    after: Callable[[Deployment], Awaitable[None]] | None = None,
 ) -> None:
     """Starts the rooms, watches each through a random API process, runs `disrupt`, then checks the end."""
     async with deployment(tmp_path) as deployed:
@@ -34,7 +36,10 @@ async def _meetings(
         try:
             api = deployed.api_base(deployed.apis[0])
             async with httpx.AsyncClient(
-                base_url=api, headers={"authorization": f"Bearer {ADMIN}"}, timeout=60
+                base_url=api,
+                headers={"authorization": f"Bearer {ADMIN}"},
+                timeout=60,
+                limits=httpx.Limits(max_keepalive_connections=0),  # no idle connection the server may close
             ) as http:
                 room_ids = []
                 for seed in range(ROOMS):
@@ -59,6 +64,8 @@ async def _meetings(
                         task.cancel()
             for watcher in watchers:
                 await _check(store, watcher)
+            if after is not None:
+                await after(deployed)
         finally:
             await store.close()
 
@@ -82,10 +89,12 @@ async def _streaming_room(
 ) -> None:
     """Returns once a room whose lease `held_by` accepts is streaming a turn (seen by its client)."""
     while True:
-        await asyncio.wait(
-            [asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        waiting = [asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done]
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiting:
+                task.cancel()
         for watcher in watchers:
             if (
                 watcher.streaming.is_set()
@@ -114,7 +123,17 @@ async def test_scale_worker_killed_mid_round(tmp_path: Path) -> None:
         victim.proc.wait(10)
         killed.append(victim)
 
-    await _meetings(tmp_path, kill_a_worker)
+    async def survivor_metrics(deployed: Deployment) -> None:
+        [survivor] = [w for w in deployed.workers if w.alive]
+        async with httpx.AsyncClient(timeout=30) as http:
+            metrics = (await http.get(f"http://127.0.0.1:{survivor.port}/metrics")).text
+        completed = [
+            line for line in metrics.splitlines() if line.startswith('moot_turns_total{outcome="completed"}')
+        ]
+        assert completed
+        assert float(completed[0].split()[-1]) > 0  # the survivor ran turns, and says so on /metrics
+
+    await _meetings(tmp_path, kill_a_worker, after=survivor_metrics)
     assert killed
 
 

@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from moot.exceptions import MootError
+from moot.scale.worker import serve_worker  # without the scale or server extra: says what to install
+from moot.service.logs import log_config
+from moot.settings import get_settings
 
 
 def worker(
@@ -22,11 +25,9 @@ def worker(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run rooms for the API servers: needs MOOT_REDIS_URL and a PostgreSQL MOOT_DATABASE_URL shared with
-    every `moot serve`. Start as many as the rooms need; a killed worker's rooms move to the others."""
-    from moot.scale.worker import serve_worker
-    from moot.service.logs import log_config
-    from moot.settings import get_settings
+    """Run rooms for the API servers (scaled-out mode: MOOT_REDIS_URL). It needs MOOT_REDIS_URL and a
+    PostgreSQL MOOT_DATABASE_URL shared with every `moot serve`. Start as many as the rooms need; a killed
+    worker's rooms move to the others."""
 
     settings = get_settings()
     updates: dict[str, object] = {}
