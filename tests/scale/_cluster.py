@@ -271,8 +271,8 @@ async def worker_pid(store: Store, room_id: str) -> int | None:
 class Watcher:
     """One SSE client of one room, following it to its end through any live API process.
 
-    `texts` is each turn's text as a client shows it: deltas joined, dropped when the turn restarts with
-    `discard`; `completed` the text each turn_completed carried. `seqs` are every seq received, in order.
+    `texts` is each turn's text as the page shows it: deltas joined, emptied when the turn starts (again)
+    and when it restarts with `discard`; `completed` the text each turn_completed carried. `seqs` are every seq received, in order.
     """
 
     room_id: str
@@ -282,6 +282,7 @@ class Watcher:
     completed: dict[str, str] = field(default_factory=dict)
     completions: list[str] = field(default_factory=list)
     connections: int = 0
+    trail: list[tuple[int, int, str, str]] = field(default_factory=list)  # (connection, seq, type, turn)
     streaming: asyncio.Event = field(default_factory=asyncio.Event)  # a turn in flight has sent text
     done: bool = False
 
@@ -328,7 +329,11 @@ class Watcher:
             raise AssertionError(f"room {self.room_id}: seq {event['seq']} after {self.seqs[-1]}")
         self.seqs.append(event["seq"])
         kind = event["type"]
-        if kind == "turn_delta":
+        if kind != "turn_delta":
+            self.trail.append((self.connections, event["seq"], kind, str(event.get("turn_id", ""))))
+        if kind == "turn_started":  # as the page does: a turn that starts (again) has no text yet
+            self.texts[event["turn_id"]] = []
+        elif kind == "turn_delta":
             self.texts.setdefault(event["turn_id"], []).append(event["text"])
             self.streaming.set()
         elif kind == "turn_restarted" and event.get("discard", True):

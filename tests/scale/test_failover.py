@@ -78,7 +78,10 @@ async def _check(store: Store, watcher: Watcher) -> None:
     ids = [entry.turn_id for entry in turns]
     assert len(ids) == len(set(ids)), f"a turn was stored twice: {ids}"
     assert len(ids) == 8, ids  # opening, 2 x (two speeches and a summary), conclusion: none lost
-    assert sorted(watcher.completions) == sorted(ids), "the client missed or repeated a turn"
+    stored = [
+        (e.seq, e.type, str(getattr(e, "turn_id", ""))) for e in await store.events_after(watcher.room_id, 0)
+    ]
+    assert sorted(watcher.completions) == sorted(ids), f"missed or repeated a turn: {watcher.trail} {stored}"
     for entry in turns:
         assert watcher.completed[entry.turn_id] == entry.text
         assert watcher.text(entry.turn_id) == entry.text, f"{watcher.room_id} {entry.turn_id}: streamed text"

@@ -392,10 +392,15 @@ class RoomManager:
     async def _drive(self, room_id: str, live: _Live, started: asyncio.Future[None]) -> None:
         """Reads the run and publishes each event; the first one tells `run()` the room is running."""
         hub: Sink = self._sink(room_id) if self._sink is not None else self.hub(room_id)
-        hub.begin()
+        begun = self._sink is None  # a hub goes live at once; a worker's stream shows only runs that began
+        if begun:
+            hub.begin()
         timing = _Timing()
         try:
             async for event in live.durable:
+                if not begun:
+                    hub.begin()
+                    begun = True
                 if not started.done():
                     started.set_result(None)
                 self._count(event, timing)
@@ -413,7 +418,8 @@ class RoomManager:
             else:
                 logger.exception("room %s: the run ended with an error", room_id)
         finally:
-            hub.close()
+            if begun:
+                hub.close()
             if self._runs.get(room_id) is live:
                 del self._runs[room_id]
             for model in live.models:
