@@ -35,7 +35,7 @@ from moot.events import (
 from moot.exceptions import MootError
 from moot.models import Model
 from moot.spec import RoomSpec
-from moot.store import DuplicateTurn, Store, StoreError
+from moot.store import DuplicateTurn, RunStore, Store, StoreError
 from moot.transcript import USER, Entry
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class DurableRun(Steerable):
 
     def __init__(
         self,
-        store: Store,
+        store: RunStore,
         room_id: str,
         *,
         spec: RoomSpec | None = None,

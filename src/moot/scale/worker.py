@@ -108,8 +108,7 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            for request in requests:
-                await self._handle(request)
+            await asyncio.gather(*map(self._handle, requests))  # rooms start side by side
 
     async def _handle(self, request: RunRequest) -> None:
         if request.room_id:
@@ -141,10 +140,8 @@ class Worker:
             try:
                 free = self._room_for_more()
                 if free:
-                    for room_id in await self.store.rooms_to_take_over(limit=free):
-                        await self._start(room_id)
-                for request in await self.queue.reclaim(int(self.takeover * 1000)):
-                    await self._handle(request)
+                    await asyncio.gather(*map(self._start, await self.store.rooms_to_take_over(limit=free)))
+                await asyncio.gather(*map(self._handle, await self.queue.reclaim(int(self.takeover * 1000))))
             except (MootError, RedisError, OSError) as exc:  # the next round tries again
                 logger.warning("worker %s: looking for rooms to take over failed: %s", self.name, exc)
 
