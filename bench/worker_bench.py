@@ -74,7 +74,7 @@ class Pace:
 
 async def level(workers: int, rooms: int, speed: float, reference: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
-        async with deployment(Path(folder), apis=1, workers=workers, takeover=15) as deployed:
+        async with deployment(Path(folder), apis=1, workers=workers, takeover=15, metrics=False) as deployed:
             return await _run(deployed, rooms, speed, reference)
 
 

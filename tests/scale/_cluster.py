@@ -187,11 +187,12 @@ class Deployment:
         wait_port(port, 60, f"{name} to listen")
         return process
 
-    def start_worker(self) -> Process:
-        """A worker serving /metrics on a port of its own (`process.port`)."""
+    def start_worker(self, *, metrics: bool = True) -> Process:
+        """A worker, serving /metrics on a port of its own (`process.port`) unless `metrics` is False."""
         name = f"worker{len(self.workers)}"
-        port = free_port()
-        process = Process(name, self._spawn(name, ["worker", "--metrics-port", str(port)]), port)
+        port = free_port() if metrics else None
+        args = ["worker", "--metrics-port", str(port)] if port is not None else ["worker"]
+        process = Process(name, self._spawn(name, args), port)
         self.workers.append(process)
         return process
 
@@ -236,7 +237,7 @@ class Deployment:
 
 @contextlib.asynccontextmanager
 async def deployment(
-    folder: Path, *, apis: int = 2, workers: int = 2, takeover: float = 5.0
+    folder: Path, *, apis: int = 2, workers: int = 2, takeover: float = 5.0, metrics: bool = True
 ) -> AsyncIterator[Deployment]:
     """Redis, a fresh database, `apis` servers and `workers` workers, all ready; stopped afterwards."""
     redis = RedisServer(folder)
@@ -248,7 +249,7 @@ async def deployment(
         for _ in range(apis - 1):
             await asyncio.to_thread(deployed.start_api)
         for _ in range(workers):
-            deployed.start_worker()
+            deployed.start_worker(metrics=metrics)
         for process in deployed.workers:
             await asyncio.to_thread(deployed.wait_ready, process)
         yield deployed

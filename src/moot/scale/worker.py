@@ -199,5 +199,8 @@ def _serve_metrics(manager: RoomManager, port: int, host: str) -> None:
 
     registry = CollectorRegistry()
     registry.register(MetricsCollector(manager.metrics, running=lambda: len(manager.running())))
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MootError(f"the worker's /metrics cannot listen on {host}:{port}: {exc.strerror}") from None
     logger.info("worker metrics on http://%s:%d/metrics", host, port)
