@@ -161,3 +161,42 @@ async def test_scale_redis_restarted_mid_round(tmp_path: Path) -> None:
         await asyncio.to_thread(deployed.redis.start)
 
     await _meetings(tmp_path, restart_redis)
+
+
+async def test_scale_pause_words_and_stop_reach_the_worker_from_any_api_process(tmp_path: Path) -> None:
+    """A room runs on a worker; words, a pause, a run and a stop sent through either API process reach it."""
+    async with deployment(tmp_path) as deployed:
+        store = Store.from_url(deployed.database_url, local_pids=False)
+        first, second = (deployed.api_base(api) for api in deployed.apis)
+        headers = {"authorization": f"Bearer {ADMIN}"}
+        limits = httpx.Limits(max_keepalive_connections=0)
+        try:
+            async with (
+                httpx.AsyncClient(base_url=first, headers=headers, timeout=60, limits=limits) as one,
+                httpx.AsyncClient(base_url=second, headers=headers, timeout=60, limits=limits) as two,
+            ):
+                room_id = (await one.post("/rooms", json=board(5, SPEED))).json()["id"]
+                watcher = Watcher(room_id, deployed)
+                following = asyncio.create_task(watcher.follow())
+                assert (await one.post(f"/rooms/{room_id}/run")).status_code == 202
+                async with asyncio.timeout(TIMEOUT):
+                    await watcher.streaming.wait()
+                words = await two.post(f"/rooms/{room_id}/messages", json={"text": "Mind the budget."})
+                assert words.status_code == 202, words.text
+                paused = await two.post(f"/rooms/{room_id}/pause")
+                assert paused.status_code == 200, paused.text
+                assert paused.json()["status"] == "paused"
+                assert (await one.post(f"/rooms/{room_id}/run")).status_code == 202
+                stopped = await two.post(f"/rooms/{room_id}/stop")
+                assert stopped.status_code == 202, stopped.text
+                async with asyncio.timeout(TIMEOUT):
+                    await following
+            record = await store.get_room(room_id)
+            assert record.status == "completed"
+            entries = await store.load_transcript(room_id)
+            assert [e.text for e in entries if e.kind == "intervention"][:1] == ["Mind the budget."]
+            assert record.round < 2 or any(
+                e.kind == "conclusion" for e in entries
+            )  # stopped early, concluded
+        finally:
+            await store.close()
