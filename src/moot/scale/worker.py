@@ -100,8 +100,7 @@ class Worker:
                 await asyncio.sleep(0.5)
                 continue
             try:
-                await self.queue.ensure_group()
-                requests = await self.queue.take(free, TAKE_BLOCK_MS)
+                requests = await self.queue.take(free, TAKE_BLOCK_MS)  # makes the group when it is missing
                 delay = 0.2
             except (RedisError, OSError) as exc:  # Redis away: try again with backoff
                 logger.warning("worker %s: taking run requests failed, trying again: %s", self.name, exc)
