@@ -328,6 +328,7 @@ def _entries(items: list[Event | dict[str, str]]) -> list[dict[str, str]]:
 class _Watched:
     feed: Any
     last_id: str = "0-0"
+    last_seq: int = 0  # the highest seq handed to the feed
     open: bool = False  # the stream shows a run that began and has not ended
     first_read: asyncio.Event = field(default_factory=asyncio.Event)  # set once caught up with the stream
 
@@ -335,8 +336,13 @@ class _Watched:
 class EventReader:
     """Reads the streams of the rooms this process watches, all in one blocking read at a time."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(
+        self, redis: Redis, missed: Callable[[str, int], Awaitable[list[Event]]] | None = None
+    ) -> None:
+        """`missed(room_id, after)`: stored events past `after`, asked for when a new run of a room begins
+        (a killed worker may have stored events it never got to publish)."""
         self.redis = redis
+        self._missed = missed
         self._rooms: dict[str, _Watched] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -390,18 +396,24 @@ class EventReader:
                 room_id = key.removeprefix("moot:room:")
                 watched = self._rooms.get(room_id)
                 if watched is not None and watched is rooms.get(room_id):
-                    self._apply(room_id, watched, entries)
+                    await self._apply(room_id, watched, entries)
                     if len(entries) >= READ_COUNT:
                         full.add(room_id)
             for room_id, watched in rooms.items():
                 if room_id not in full:
                     watched.first_read.set()
 
-    def _apply(self, room_id: str, watched: _Watched, entries: list[Any]) -> None:
+    async def _apply(self, room_id: str, watched: _Watched, entries: list[Any]) -> None:
         for entry_id, fields in entries:
             watched.last_id = entry_id
             kind = fields.get("k") if isinstance(fields, dict) else None
             if kind == "begin":
+                if watched.last_seq and self._missed is not None:
+                    try:
+                        for event in await self._missed(room_id, watched.last_seq):
+                            self._publish(watched, event)
+                    except MootError as exc:
+                        logger.warning("room %s: stored events could not be read: %s", room_id, exc)
                 watched.open = True
                 watched.feed.begin()
             elif kind == "end":
@@ -414,8 +426,13 @@ class EventReader:
                     watched.feed.begin()
                 for line in fields["d"].split("\n"):
                     try:
-                        watched.feed.publish(parse_event(line))
+                        self._publish(watched, parse_event(line))
                     except ValidationError:
                         logger.warning("redis: room %s: an event that is not one was ignored", room_id)
             else:
                 logger.warning("redis: room %s: an entry of unknown kind was ignored", room_id)
+
+    @staticmethod
+    def _publish(watched: _Watched, event: Event) -> None:
+        watched.last_seq = max(watched.last_seq, event.seq)
+        watched.feed.publish(event)

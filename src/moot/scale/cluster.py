@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from moot.events import Event
 from moot.exceptions import MootError
 from moot.scale.bus import EventReader, RunQueue, send_control
 from moot.service.hub import RoomHub
@@ -25,7 +26,7 @@ class Cluster:
         self.store = store
         self.takeover = takeover
         self.queue = RunQueue(redis)
-        self.reader = EventReader(redis)
+        self.reader = EventReader(redis, self._stored_after)
         self._checks: set[asyncio.Task[None]] = set()
 
     async def enqueue(self, room_id: str, trace: Mapping[str, str] | None = None) -> None:
@@ -37,10 +38,14 @@ class Cluster:
     async def words(self, room_id: str) -> None:
         await send_control(self.redis, room_id, "words")
 
+    async def _stored_after(self, room_id: str, after: int) -> list[Event]:
+        return await self.store.events_after(room_id, after)
+
     def watch(self, hub: RoomHub) -> None:
         """Feeds the hub from the room's stream. It counts as live until the stream and the database have
         been read: a client that subscribes now is not ended before it is known whether the room runs."""
         hub.begin()
+        hub.settled.clear()  # its subscribers read the database once the stream has been read
         caught_up = self.reader.watch(hub.room_id, hub)
         task = asyncio.create_task(self._settle(hub, caught_up), name=f"moot-watch-{hub.room_id}")
         self._checks.add(task)
@@ -50,7 +55,12 @@ class Cluster:
         """Once the stream is read: no run open in it and none stored as running, the hub is not live."""
         from moot.service.runtime import state_of
 
-        await caught_up.wait()
+        try:  # Redis away: after the takeover time clients get what the database has, then live events
+            await asyncio.wait_for(caught_up.wait(), self.takeover)
+        except TimeoutError:
+            logger.warning("room %s: its Redis stream could not be read yet", hub.room_id)
+        finally:
+            hub.settled.set()
         if self.reader.is_open(hub.room_id):
             return
         try:
