@@ -29,6 +29,7 @@ EXTRA_OF: dict[str, str] = {
     "openai": "openai-sdk",
     "xllamacpp": "local",
     "opentelemetry": "tracing",
+    "redis": "scale",
 }
 
 

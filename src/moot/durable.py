@@ -38,7 +38,7 @@ from moot.events import (
 from moot.exceptions import MootError
 from moot.models import Model
 from moot.spec import RoomSpec
-from moot.store import DuplicateTurn, Store, StoreError
+from moot.store import DuplicateTurn, RunStore, Store, StoreError
 from moot.transcript import USER, Entry
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class DurableRun(Steerable):
 
     def __init__(
         self,
-        store: Store,
+        store: RunStore,
         room_id: str,
         *,
         spec: RoomSpec | None = None,
@@ -462,13 +462,13 @@ class _InProcess:
 
     _all: ClassVar[dict[int, _InProcess]] = {}
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: RunStore) -> None:
         self.store = store
         self.runs: dict[str, DurableRun] = {}
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, store: Store) -> _InProcess:
+    def of(cls, store: RunStore) -> _InProcess:
         found = cls._all.get(id(store))
         if found is None or found.store is not store:
             found = cls._all[id(store)] = cls(store)

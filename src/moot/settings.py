@@ -59,6 +59,32 @@ class Settings(BaseSettings):
     intervention_window: float = Field(
         60.0, gt=0, description="Seconds over which interventions are counted for the two limits above."
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://host:6379/0: with PostgreSQL, turns on the scaled-out mode: `moot serve` "
+        "processes hold no rooms, `moot worker` processes run them, events travel through Redis.",
+    )
+    takeover_seconds: float = Field(
+        15.0,
+        ge=1.0,
+        le=3600.0,
+        description="Scaled-out mode: a killed worker's rooms are taken over by another within this time.",
+    )
+    worker_rooms: int = Field(100, ge=1, description="Rooms one `moot worker` runs at most at once.")
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port on which `moot worker` serves /metrics; none by default."
+    )
+    stream_maxlen: int = Field(
+        20_000,
+        ge=100,
+        description="Scaled-out mode: batches of events each room's Redis stream keeps (older ones go; "
+        "clients replay them from the database).",
+    )
+
+    @property
+    def scaled(self) -> bool:
+        """Whether rooms run in `moot worker` processes (MOOT_REDIS_URL set) rather than in `moot serve`."""
+        return self.redis_url is not None and bool(self.redis_url.get_secret_value())
 
     tracing: Literal["off", "otlp"] = Field(
         "off",

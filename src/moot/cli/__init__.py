@@ -54,6 +54,12 @@ _LAZY: dict[str, _Lazy] = {
         "People who may use the HTTP service, and their tokens.",
         "the HTTP service",
     ),
+    "worker": _Lazy(
+        "moot.cli._worker",
+        "worker",
+        "Run rooms for the API servers (scaled-out mode: MOOT_REDIS_URL).",
+        "the scaled-out mode",
+    ),
 }
 
 

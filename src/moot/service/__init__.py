@@ -4,7 +4,8 @@
 
 Starting opens the store (migrating it), makes sure an admin can log in, and resumes the rooms a previous
 process left running or paused by its shutdown; stopping pauses every running room so the next start
-resumes it.
+resumes it. With MOOT_REDIS_URL (the scaled-out mode) rooms run in `moot worker` processes instead, and
+this process only asks them to run, pause and take words, and relays the rooms' events from Redis.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from fastapi import FastAPI
@@ -37,6 +38,9 @@ from moot.service.web import install_web
 from moot.settings import Settings, get_settings
 from moot.store import Store
 
+if TYPE_CHECKING:
+    from moot.scale.cluster import Cluster
+
 __all__ = ["create_app"]
 
 DESCRIPTION = """Discussions among LLM agents, run inside this server.
@@ -53,7 +57,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = store or Store.from_url(settings.resolved_database_url)
+        opened = store or Store.from_url(settings.resolved_database_url, local_pids=not settings.scaled)
         try:
             await opened.ensure_schema()
             cipher = Cipher.from_settings(settings)
@@ -64,6 +68,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                 resolve=resolver.resolve,
                 models_for=resolver.models_for,
                 frame=settings.stream_frame_ms / 1000,
+                cluster=_cluster(settings, opened),
             )
             app.state.settings, app.state.store, app.state.cipher = settings, opened, cipher
             app.state.manager = manager
@@ -96,6 +101,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_web(app)  # the page: /, /rooms/{id}, /login
 
     return app
+
+
+def _cluster(settings: Settings, store: Store) -> Cluster | None:
+    """The scaled-out mode's link to the workers when MOOT_REDIS_URL is set: rooms run there, not here."""
+    if settings.redis_url is None or not settings.scaled:
+        return None
+    from moot.scale.bus import connect
+    from moot.scale.cluster import Cluster
+
+    redis = connect(settings.redis_url.get_secret_value())
+    return Cluster(redis, store, takeover=settings.takeover_seconds)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -7,8 +7,7 @@ import secrets
 
 from moot.scrub import remember_secret
 from moot.settings import Settings
-from moot.store import Store
-from moot.store._store import USER_ROLES, UserRecord, UserRole
+from moot.store import USER_ROLES, Store, UserRecord, UserRole
 
 TOKEN_PREFIX = "moot_"
 ADMIN_NAME = "admin"

@@ -16,8 +16,7 @@ from moot.service.auth import hash_token, new_token
 from moot.service.logs import log_config
 from moot.service.schemas import UserCreate
 from moot.settings import get_settings
-from moot.store import Store
-from moot.store._store import UserRole
+from moot.store import Store, UserRole
 
 users_app = typer.Typer(
     name="users", help="People who may use the HTTP service, and their tokens.", no_args_is_help=True

@@ -23,8 +23,7 @@ from moot.service.runtime import RoomManager
 from moot.service.schemas import MAX_PAGE
 from moot.service.session import session_token
 from moot.settings import Settings
-from moot.store import RoomNotFound, RoomRecord, Store
-from moot.store._store import UserRecord, UserRole
+from moot.store import RoomNotFound, RoomRecord, Store, UserRecord, UserRole
 
 User = UserRecord
 

@@ -22,9 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moot.exceptions import ConfigError, MootError
 from moot.service.limits import RateLimited
-from moot.service.runtime import Conflict
-from moot.store import RoomNotFound, StoreError
-from moot.store._store import NameTaken
+from moot.service.runtime import Conflict, Unavailable
+from moot.store import NameTaken, RoomNotFound, StoreError
 
 logger = logging.getLogger("moot.service")
 # Names pydantic gives union branches in a location: constrained-str, function-after[...], str, ModelIn.
@@ -143,6 +142,8 @@ async def _moot_error(_request: Request, exc: Exception) -> JSONResponse:
         )
     if isinstance(exc, NameTaken):
         return error_response(409, str(exc), code="name_taken")
+    if isinstance(exc, Unavailable):
+        return error_response(503, str(exc), code="unavailable")
     if isinstance(exc, RoomNotFound):
         return error_response(404, f"no room '{exc.room_id}'")
     if isinstance(exc, ConfigError):

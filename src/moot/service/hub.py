@@ -59,6 +59,7 @@ class Subscription:
         self._log_pos = bisect.bisect_right(self._log, after, key=_seq)
         self._log_start = hub._log_start if hub._log else None
         self._stored: deque[Event] = deque()  # one page of stored events at a time
+        self._settled = hub.settled
         self._stored_done = self._log_start is not None and after >= self._log_start - 1
 
     # ---- fed by the hub ---------------------------------------------------------------------------------
@@ -131,6 +132,7 @@ class Subscription:
             if event is not None:
                 return event
             if not self._stored_done:
+                await self._settled.wait()  # a hub fed from elsewhere first catches up with its source
                 await self._fetch_stored()
             elif self._ended or self._hub is None:
                 return None
@@ -206,6 +208,8 @@ class RoomHub:
         self._expiry: asyncio.TimerHandle | None = None
         self._joining: dict[str, list[TurnDelta]] = {}  # deltas not yet sent, by turn, oldest first
         self._flush_at: asyncio.TimerHandle | None = None
+        self.settled = asyncio.Event()  # cleared while a hub fed from another process catches up
+        self.settled.set()
 
     @property
     def subscribers(self) -> int:

@@ -15,7 +15,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from moot.store._store import UserRecord
+from moot.store import UserRecord
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_URL = "/static"

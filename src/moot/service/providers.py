@@ -26,8 +26,7 @@ from moot.service.schemas import MAX_PAGE, ModelIn, ProviderTestResult
 from moot.settings import Settings
 from moot.spec import DEFAULT_MODEL, ModelSpec, RoomSpec
 from moot.spec import Provider as ProviderType
-from moot.store import RoomRecord, Store
-from moot.store._store import ProviderRecord
+from moot.store import ProviderRecord, RoomRecord, Store
 
 SIMULATED = "simulated"
 LOCAL = "llamacpp"  # a GGUF model this server runs itself, from the operator's folder only

@@ -3,6 +3,11 @@
 Every run is a `DurableRun`: each word is stored as it would be from the command line, under the room's lease,
 so a room paused by a shutdown, or cut by a crash, is resumed by the next process's `start()`. Rooms keep
 running when no client watches; clients come and go through the hub.
+
+The scaled-out mode (decision 0010) uses the same manager twice. In `moot serve` it is given a `Cluster`:
+it runs nothing, asks the workers through Redis to run, pause and take words, and feeds each watched room's
+hub from the room's Redis stream. In `moot worker` it runs rooms and hands their events to `sink`, which
+writes them to Redis instead of a hub.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from moot.durable import LEASE_TTL, DurableRun, RoomBusy, RoomFinished
 from moot.engine import check_intervention
@@ -26,6 +32,9 @@ from moot.spec import RoomSpec
 from moot.store import RoomRecord, Store
 from moot.transcript import USER
 
+if TYPE_CHECKING:
+    from moot.scale.cluster import Cluster
+
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "server shutdown"
@@ -35,6 +44,20 @@ _PAGE = 200
 
 Resolve = Callable[[RoomRecord], Awaitable[RoomSpec]]
 ModelsFor = Callable[[RoomSpec], Mapping[str, Model]]
+
+
+class Sink(Protocol):
+    """Where a run's events go: a hub in this process, or a worker's Redis stream."""
+
+    def begin(self) -> None: ...
+
+    def publish(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Unavailable(MootError):
+    """Something the request needs (Redis, in the scaled-out mode) cannot be reached now: try again."""
 
 
 class Conflict(MootError):
@@ -95,8 +118,13 @@ class RoomManager:
         queue_size: int = QUEUE_SIZE,
         log_cap: int = LOG_CAP,
         frame: float = FRAME_SECONDS,
+        cluster: Cluster | None = None,
+        sink: Callable[[str], Sink] | None = None,
     ) -> None:
+        """`cluster`: this is a `moot serve` of the scaled-out mode; `sink`: a worker's (room id -> sink)."""
         self.store = store
+        self.cluster = cluster
+        self._sink = sink
         self.metrics = Metrics()
         self._resolve = resolve
         self._models_for = models_for
@@ -133,11 +161,15 @@ class RoomManager:
                 on_idle=self._forget_hub,
                 frame=self._frame,
             )
+            if self.cluster is not None:
+                self.cluster.watch(hub)
         return hub
 
     def _forget_hub(self, hub: RoomHub) -> None:
         if self._hubs.get(hub.room_id) is hub and hub.idle:
             del self._hubs[hub.room_id]
+            if self.cluster is not None:
+                self.cluster.unwatch(hub.room_id)
 
     # ---- starting and ending the process --------------------------------------------------------------------
 
@@ -145,8 +177,11 @@ class RoomManager:
         """Resumes the rooms a previous process left running (killed) or paused by its shutdown.
 
         A running room whose lease still looks alive (a restarted container reuses its pid) is tried again
-        when that lease runs out: if nobody renewed it by then, its process is gone.
+        when that lease runs out: if nobody renewed it by then, its process is gone. In the scaled-out
+        mode `moot serve` resumes nothing: the workers do.
         """
+        if self.cluster is not None:
+            return []
         found: list[RoomRecord] = []
         offset = 0
         while True:
@@ -207,6 +242,8 @@ class RoomManager:
         for hub in list(self._hubs.values()):
             hub.dispose()
         self._hubs.clear()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     # ---- steering -----------------------------------------------------------------------------------------
 
@@ -219,6 +256,9 @@ class RoomManager:
             raise _running_conflict(room_id, "here")
         if self._closing:
             raise _closing_conflict(room_id)
+        if self.cluster is not None:
+            await self._run_elsewhere(room_id)
+            return
         self._starting.add(room_id)
         try:
             record = await self.store.get_room(room_id)
@@ -249,6 +289,10 @@ class RoomManager:
         if live is None:
             record = await self.store.get_room(room_id)
             state = state_of(record)
+            if state == "running" and self.cluster is not None:
+                await self._unavailable_as_such(self.cluster.pause(room_id, reason))
+                await self._until(room_id, lambda now: state_of(now) != "running")
+                return
             if state == "running":
                 raise Conflict(
                     room_id,
@@ -271,6 +315,8 @@ class RoomManager:
             await live.durable.stop()
             return
         await self._store_words(room_id, "/stop", USER)
+        if self.cluster is not None:
+            await self.cluster.words(room_id)
 
     async def intervene(self, room_id: str, text: str, author: str = USER) -> str:
         """Stores a person's words at once and returns their id; they join at the room's next step (B9).
@@ -281,7 +327,57 @@ class RoomManager:
         live = self._runs.get(room_id)
         if live is not None:
             return await live.durable.intervene(text, author=author)
-        return await self._store_words(room_id, text, author)
+        ref = await self._store_words(room_id, text, author)
+        if self.cluster is not None:
+            await self.cluster.words(room_id)
+        return ref
+
+    async def take_words(self, room_id: str) -> None:
+        """A worker was told of new words for a room: the run takes them in now, if it runs here."""
+        live = self._runs.get(room_id)
+        if live is not None:
+            await live.durable.take_stored_words()
+
+    # ---- the scaled-out mode's `moot serve` --------------------------------------------------------------
+
+    async def _run_elsewhere(self, room_id: str) -> None:
+        """Asks the workers to run the room; returns once one runs it, or the takeover time passed."""
+        assert self.cluster is not None
+        record = await self.store.get_room(room_id)
+        if record.status == "completed":
+            raise _completed_conflict(room_id)
+        if state_of(record) == "running":
+            raise _running_conflict(room_id, "in another process")
+        await self._unavailable_as_such(self.cluster.enqueue(room_id))
+        await self._until(
+            room_id,
+            lambda now: (
+                now.status in ("completed", "error")
+                or (state_of(now) == "running" and now.updated_at > record.updated_at)
+            ),
+        )
+
+    async def _until(self, room_id: str, done: Callable[[RoomRecord], bool]) -> None:
+        """Waits (at most the takeover time) until the stored room is `done`: a worker acted on a request."""
+        assert self.cluster is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cluster.takeover
+        delay = 0.02
+        while loop.time() < deadline:
+            if done(await self.store.get_room(room_id)):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        logger.warning("room %s: no worker acted on the request yet; it will when one is free", room_id)
+
+    @staticmethod
+    async def _unavailable_as_such(call: Awaitable[None]) -> None:
+        from moot.scale.bus import BusUnavailable
+
+        try:
+            await call
+        except BusUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
 
     async def _store_words(self, room_id: str, text: str, author: str) -> str:
         """Words for a room not running here: stored; a stop command runs it so that it concludes."""
@@ -298,11 +394,16 @@ class RoomManager:
 
     async def _drive(self, room_id: str, live: _Live, started: asyncio.Future[None]) -> None:
         """Reads the run and publishes each event; the first one tells `run()` the room is running."""
-        hub = self.hub(room_id)
-        hub.begin()
+        hub: Sink = self._sink(room_id) if self._sink is not None else self.hub(room_id)
+        begun = self._sink is None  # a hub goes live at once; a worker's stream shows only runs that began
+        if begun:
+            hub.begin()
         timing = _Timing()
         try:
             async for event in live.durable:
+                if not begun:
+                    hub.begin()
+                    begun = True
                 if not started.done():
                     started.set_result(None)
                 self._count(event, timing)
@@ -320,7 +421,8 @@ class RoomManager:
             else:
                 logger.exception("room %s: the run ended with an error", room_id)
         finally:
-            hub.close()
+            if begun:
+                hub.close()
             if self._runs.get(room_id) is live:
                 del self._runs[room_id]
             for model in live.models:

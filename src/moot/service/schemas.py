@@ -37,7 +37,7 @@ from moot.spec import (
     normalise_colour,
     refuse_bool_number,
 )
-from moot.store._store import UserRole
+from moot.store import UserRole
 
 T = TypeVar("T")
 ProviderType = Literal["openai", "anthropic"]

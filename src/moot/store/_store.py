@@ -148,14 +148,23 @@ def _fits(number: int) -> bool:
     return INT_MIN <= number <= INT_MAX
 
 
-def _lease(owner: str, expires_at: float, now: float) -> Lease:
-    """A stored lease judged at `now`, the database's clock: never this host's, which may be off."""
+def _lease(owner: str, expires_at: float, now: float, *, local_pids: bool = True) -> Lease:
+    """A stored lease judged at `now`, the database's clock: never this host's, which may be off.
+
+    With `local_pids` an owner named after a process of this host that is gone loses it at once; without,
+    only the database's clock decides (processes in containers can share a host name and pids).
+    """
     remaining = expires_at - now
-    return Lease(owner, expires_at, alive=remaining > 0 and not _process_gone(owner), remaining=remaining)
+    gone = local_pids and _process_gone(owner)
+    return Lease(owner, expires_at, alive=remaining > 0 and not gone, remaining=remaining)
 
 
 def _process_gone(owner: str) -> bool:
-    """True when the owner is a process on this host that no longer exists: its lease is stale at once."""
+    """True when the owner is a process on this host that no longer exists: its lease is stale at once.
+
+    Only a shortcut for one machine (a restarted `moot serve` resumes at once): a host name and a pid do not
+    name a process where containers share them, so the scaled-out mode turns it off (`local_pids=False`).
+    """
     host, _, rest = owner.rpartition(":")[0].rpartition(":")
     pid = int(rest) if rest.isdecimal() else 0
     if host != socket.gethostname() or pid <= 0 or pid == os.getpid() or sys.platform == "win32":
@@ -172,8 +181,10 @@ def _process_gone(owner: str) -> bool:
 class Store:
     """Rooms on one database. Build it with `Store.from_url`; close it (or use `async with`) when done."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, local_pids: bool = True) -> None:
+        """`local_pids=False`: leases end only by the database's clock, never because a pid looks gone."""
         self._engine = engine
+        self._local_pids = local_pids
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._schema_lock = asyncio.Lock()
         self._schema_ready = False
@@ -181,17 +192,25 @@ class Store:
         self.writes = 0  # committed write transactions: what a benchmark of writes per turn counts
 
     @classmethod
-    def from_url(cls, url: str | None = None, *, connect_args: Mapping[str, Any] | None = None) -> Store:
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        connect_args: Mapping[str, Any] | None = None,
+        local_pids: bool = True,
+    ) -> Store:
         """A store on `url` (default: MOOT_DATABASE_URL, else a SQLite file in the data directory).
 
         Plain `sqlite:///` and `postgresql://` URLs get the async drivers. `connect_args` go to the driver's
         connect, e.g. asyncpg's `{"server_settings": {"search_path": "moot"}}` for a schema of its own.
         """
-        return cls(create_engine(async_url(url or get_settings().resolved_database_url), connect_args))
+        engine = create_engine(async_url(url or get_settings().resolved_database_url), connect_args)
+        return cls(engine, local_pids=local_pids)
 
     @staticmethod
     def new_owner() -> str:
-        """A lease owner naming this process: `host:pid:random`, so a dead process's leases are seen stale."""
+        """A lease owner: `host:pid:random`. The random part makes it unique; host and pid only help a
+        store with `local_pids` see a dead process's lease stale before it expires."""
         return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     async def __aenter__(self) -> Self:
@@ -355,7 +374,7 @@ class Store:
         """The record of a row read together with the database's clock (`db_now()`), which judges its lease."""
         lease = None
         if row.lease_owner is not None and row.lease_expires_at is not None:
-            lease = _lease(row.lease_owner, row.lease_expires_at, now)
+            lease = _lease(row.lease_owner, row.lease_expires_at, now, local_pids=self._local_pids)
         return RoomRecord(
             id=row.id,
             spec=RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
@@ -662,7 +681,30 @@ class Store:
         if held is None:
             raise RoomNotFound(room_id)
         held_by, expires_at, now = held
-        return None if held_by is None or expires_at is None else _lease(held_by, expires_at, now)
+        if held_by is None or expires_at is None:
+            return None
+        return _lease(held_by, expires_at, now, local_pids=self._local_pids)
+
+    async def rooms_to_take_over(self, limit: int = 100) -> list[str]:
+        """Rooms stored as running whose lease is gone or over, by the database's clock: their process died.
+
+        What `moot worker` processes look for to resume rooms whose worker was killed.
+        """
+        query = (
+            select(RoomRow.id, RoomRow.lease_owner, RoomRow.lease_expires_at, db_now())
+            .where(RoomRow.status == "running")
+            .order_by(RoomRow.updated_at)
+            .limit(limit)
+        )
+        async with self._read() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            room_id
+            for room_id, owner, expires_at, now in rows
+            if owner is None
+            or expires_at is None
+            or not _lease(owner, expires_at, now, local_pids=self._local_pids).alive
+        ]
 
     # ---- users, providers and agent templates: rows the HTTP service keeps per owner (L2, L3, L15) ------
 

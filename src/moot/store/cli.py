@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from moot.store import Store
 from moot.store._errors import StoreError
-from moot.store._store import Store
 
 EXIT_DATABASE = 2  # bad input or configuration, as everywhere in the CLI
 

@@ -9,8 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from moot.service.deps import CurrentUser, MemberUser, Paging, StoreDep
 from moot.service.providers import ProviderLookup
 from moot.service.schemas import AgentCreate, AgentPublic, AgentUpdate, ModelIn, Page
-from moot.store import Store
-from moot.store._store import AgentTemplateRecord
+from moot.store import AgentTemplateRecord, Store
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 AgentId = Annotated[int, Path(ge=1, le=2**31 - 1)]

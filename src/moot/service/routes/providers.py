@@ -11,7 +11,7 @@ from moot.scrub import remember_secret
 from moot.service.deps import CipherDep, CurrentUser, MemberUser, Paging, SettingsDep, StoreDep
 from moot.service.providers import check_base_url, try_provider
 from moot.service.schemas import Page, ProviderCreate, ProviderPublic, ProviderTestResult, ProviderUpdate
-from moot.store._store import ProviderRecord
+from moot.store import ProviderRecord
 
 router = APIRouter(prefix="/providers", tags=["providers"])
 ProviderId = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -49,8 +49,7 @@ from moot.service.schemas import (
     refuse_unstorable,
 )
 from moot.spec import RoomSpec, format_validation_error
-from moot.store import RoomRecord, Store
-from moot.store._store import UserRole
+from moot.store import RoomRecord, Store, UserRole
 
 router = APIRouter(prefix="/rooms", tags=["rooms"])
 SIMULATED = "simulated"

@@ -11,7 +11,7 @@ from moot.service.auth import hash_token, new_token
 from moot.service.deps import AdminUser, CurrentUser, Paging, StoreDep
 from moot.service.pages import signed_in_page, wants_html
 from moot.service.schemas import Page, UserCreate, UserPublic, UserUpdate, UserWithToken
-from moot.store._store import UserRecord
+from moot.store import UserRecord
 
 router = APIRouter(prefix="/users", tags=["users"])
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -1,0 +1,205 @@
+"""`moot worker`: runs rooms for the `moot serve` processes of the scaled-out mode.
+
+A worker takes run requests from the Redis stream `moot:runs` through the consumer group "workers", runs
+each room as a `DurableRun` under the room's lease in PostgreSQL (the database's clock; renewed while it
+runs), and writes the room's events to its Redis stream. It listens once, for the whole process, on the
+control channel for pauses and new words. Every `takeover / 5` seconds it looks in the database for rooms
+stored as running whose lease ran out (their worker died) and resumes them at their next turn, and it
+claims run requests another worker took but never handled. A lease lasts `takeover * 0.8` seconds, so a
+killed worker's rooms run again within `takeover` seconds (default 15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+
+from redis.exceptions import RedisError
+
+from moot.exceptions import MootError
+from moot.scale.bus import EventPublisher, RunQueue, RunRequest, connect, listen_control
+from moot.service.runtime import Conflict, RoomManager, state_of
+from moot.settings import Settings
+from moot.store import Store
+
+logger = logging.getLogger(__name__)
+
+TAKE_BLOCK_MS = 1000
+
+
+class Worker:
+    """One worker process: the room manager, the queue it takes from, and the loops that feed it."""
+
+    def __init__(
+        self, settings: Settings, store: Store, manager: RoomManager, publisher: EventPublisher
+    ) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self.store = store
+        self.manager = manager
+        self.publisher = publisher
+        self.redis = publisher.redis
+        self.name = f"{socket.gethostname()}-{secrets.token_hex(6)}"
+        self.queue = RunQueue(self.redis, self.name)
+        self.capacity = settings.worker_rooms
+        self.takeover = settings.takeover_seconds
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    def lease_ttl(self) -> float:
+        return self.takeover * 0.8
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Works until `stop()`; then pauses its rooms, asks for them to run elsewhere, and returns."""
+        listening = asyncio.Event()
+        loops = [
+            asyncio.create_task(listen_control(self.redis, self._control, listening), name="moot-control"),
+            asyncio.create_task(self._take_loop(), name="moot-take"),
+            asyncio.create_task(self._takeover_loop(), name="moot-takeover"),
+        ]
+        try:
+            await self.manager.start()  # rooms paused by a shutdown, or left by a killed process
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listening.wait(), self.takeover)
+            self.ready.set()
+            logger.info("worker %s ready (at most %d rooms)", self.name, self.capacity)
+            stopping = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stopping, *loops], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping and task.exception() is not None:
+                    logger.error("worker %s: a loop failed: %r", self.name, task.exception())
+            stopping.cancel()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            rooms = self.manager.running()
+            await self.manager.shutdown()
+            for room_id in rooms:  # paused for the shutdown: another worker takes them on
+                with contextlib.suppress(MootError):
+                    await self.queue.enqueue(room_id)
+            await self.publisher.flush()
+
+    def _room_for_more(self) -> int:
+        return max(0, self.capacity - len(self.manager.running()))
+
+    async def _take_loop(self) -> None:
+        """Takes run requests while there is room for more; each is acknowledged once handled."""
+        delay = 0.2
+        while True:
+            free = self._room_for_more()
+            if not free:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                requests = await self.queue.take(free, TAKE_BLOCK_MS)  # makes the group when it is missing
+                delay = 0.2
+            except (RedisError, OSError) as exc:  # Redis away: try again with backoff
+                logger.warning("worker %s: taking run requests failed, trying again: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await asyncio.gather(*map(self._handle, requests))  # rooms start side by side
+
+    async def _handle(self, request: RunRequest) -> None:
+        if request.room_id:
+            await self._start(request.room_id)
+        await self.queue.done(request)
+
+    async def _start(self, room_id: str) -> bool:
+        """Runs the room here unless it runs already, somewhere, or is completed."""
+        if self.manager.is_running(room_id):
+            return False
+        try:
+            record = await self.store.get_room(room_id)
+            if record.status == "completed" or state_of(record) == "running":
+                return False
+            await self.manager.run(room_id)
+        except Conflict:
+            return False
+        except MootError as exc:
+            logger.warning("worker %s: room %s did not start: %s", self.name, room_id, exc)
+            return False
+        logger.info("worker %s: room %s runs here", self.name, room_id)
+        return True
+
+    async def _takeover_loop(self) -> None:
+        """Resumes rooms whose worker died, and claims requests a dead worker took but never handled."""
+        every = self.takeover / 5
+        while True:
+            await asyncio.sleep(every)
+            try:
+                free = self._room_for_more()
+                if free:
+                    await asyncio.gather(*map(self._start, await self.store.rooms_to_take_over(limit=free)))
+                await asyncio.gather(*map(self._handle, await self.queue.reclaim(int(self.takeover * 1000))))
+            except (MootError, RedisError, OSError) as exc:  # the next round tries again
+                logger.warning("worker %s: looking for rooms to take over failed: %s", self.name, exc)
+
+    async def _control(self, room_id: str, op: str, reason: str) -> None:
+        if not self.manager.is_running(room_id):
+            return
+        try:
+            if op == "pause":
+                await self.manager.pause(room_id, reason)
+            else:
+                await self.manager.take_words(room_id)
+        except MootError as exc:
+            logger.warning("worker %s: room %s: %s failed: %s", self.name, room_id, op, exc)
+
+
+async def serve_worker(settings: Settings, *, store: Store | None = None) -> None:
+    """Runs one worker until SIGTERM or SIGINT; /metrics on `worker_metrics_port` when set."""
+    from moot.service.crypto import Cipher
+    from moot.service.providers import ProviderResolver
+
+    if settings.redis_url is None:
+        raise MootError("moot worker needs MOOT_REDIS_URL (and a PostgreSQL MOOT_DATABASE_URL)")
+    opened = store or Store.from_url(settings.resolved_database_url, local_pids=False)
+    redis = connect(settings.redis_url.get_secret_value())
+    publisher = EventPublisher(redis, maxlen=settings.stream_maxlen)
+    try:
+        await opened.ensure_schema()
+        resolver = ProviderResolver(opened, Cipher.from_settings(settings), settings)
+        manager = RoomManager(
+            opened,
+            resolve=resolver.resolve,
+            models_for=resolver.models_for,
+            lease_ttl=settings.takeover_seconds * 0.8,
+            sink=publisher.sink,
+        )
+        worker = Worker(settings, opened, manager, publisher)
+        if settings.worker_metrics_port is not None:
+            _serve_metrics(manager, settings.worker_metrics_port, settings.host)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(signum, worker.stop)
+        await worker.run()
+    finally:
+        await publisher.close()
+        await redis.aclose()
+        await opened.close()
+
+
+def _serve_metrics(manager: RoomManager, port: int, host: str) -> None:
+    """The worker's /metrics, as `moot serve` reports them, on a small HTTP server of its own."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from moot.service.metrics import MetricsCollector
+
+    registry = CollectorRegistry()
+    registry.register(MetricsCollector(manager.metrics, running=lambda: len(manager.running())))
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MootError(f"the worker's /metrics cannot listen on {host}:{port}: {exc.strerror}") from None
+    logger.info("worker metrics on http://%s:%d/metrics", host, port)

@@ -1,0 +1,7 @@
+"""The scaled-out mode's tests: PostgreSQL from tests/store's fixtures, Redis from a redis-server of their own."""
+
+from __future__ import annotations
+
+from store.fixtures import database, postgres_database, store_factory
+
+__all__ = ["database", "postgres_database", "store_factory"]

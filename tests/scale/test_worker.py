@@ -1,0 +1,116 @@
+"""A worker in this process, on PostgreSQL and the test's Redis: control words reach the run it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from moot import durable
+from moot.durable import DurableRun
+from moot.scale.bus import EventPublisher, RunQueue, connect, room_key, send_control
+from moot.scale.worker import Worker
+from moot.service.runtime import RoomManager
+from moot.settings import Settings
+from moot.spec import RoomSpec
+from moot.store import Store
+from store.fixtures import Database
+
+from ._cluster import RedisServer, board
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def store(postgres_database: Database) -> AsyncIterator[Store]:
+    await postgres_database.clear()
+    opened = Store.from_url(
+        postgres_database.url, connect_args=postgres_database.connect_args, local_pids=False
+    )
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def worker(store: Store, redis_server: RedisServer) -> AsyncIterator[Worker]:
+    redis: Redis = connect(redis_server.url)
+    publisher = EventPublisher(redis, maxlen=1000)
+    settings = Settings(redis_url=redis_server.url, takeover_seconds=5)
+    manager = RoomManager(store, lease_ttl=4, sink=publisher.sink)
+    running = Worker(settings, store, manager, publisher)
+    task = asyncio.create_task(running.run())
+    await asyncio.wait_for(running.ready.wait(), 30)
+    yield running
+    running.stop()
+    await asyncio.wait_for(task, 60)
+    await publisher.close()
+    await redis.aclose()
+
+
+async def _wait(what: str, check: Callable[[], Awaitable[bool]]) -> None:
+    """Until `check()` holds, looking again every 50 ms; fails naming `what` after a minute."""
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def test_scale_words_and_pause_reach_the_worker_through_the_control_channel(
+    worker: Worker, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(durable, "POLL_EVERY", 3600.0)  # no polling: only the control channel can tell
+    fed: list[str] = []
+    feed = DurableRun.feed
+
+    def spy(self: DurableRun, ref: str, author: str, text: str) -> None:
+        fed.append(text)
+        feed(self, ref, author, text)
+
+    monkeypatch.setattr(DurableRun, "feed", spy)
+    room = await store.create_room(RoomSpec.from_data(board(1, 2.0)))  # slow: the opening takes many seconds
+    await RunQueue(worker.redis).enqueue(room.id)
+    await _wait("the room to run", lambda: _running_here(worker, room.id))
+    await store.add_intervention(room.id, "Keep it under a page.", author="Eve")
+    await send_control(worker.redis, room.id, "words")
+    await _wait("the words to be fed", lambda: _has(fed, "Keep it under a page."))
+    await send_control(worker.redis, room.id, "pause", "lunch")
+    await _wait("the room to pause", lambda: _status(store, room.id, "paused"))
+    assert not worker.manager.is_running(room.id)
+    kinds = [fields.get("k") for _, fields in await worker.redis.xrange(room_key(room.id))]
+    assert kinds[0] == "begin"
+    assert kinds[-1] == "end"  # the stream says the run ended: API processes close the room's hub
+
+
+async def test_scale_a_stopping_worker_hands_its_rooms_on(worker: Worker, store: Store) -> None:
+    room = await store.create_room(RoomSpec.from_data(board(2, 5.0)))
+    await RunQueue(worker.redis).enqueue(room.id)
+    await _wait("the room to run", lambda: _running_here(worker, room.id))
+    worker.stop()
+    await _wait("the room to pause", lambda: _status(store, room.id, "paused"))
+    requests = await worker.redis.xrange("moot:runs")
+    assert [fields["room"] for _, fields in requests][-1] == room.id  # asked for again, for another worker
+
+
+async def _running_here(worker: Worker, room_id: str) -> bool:
+    return worker.manager.is_running(room_id)
+
+
+async def _has(fed: list[str], text: str) -> bool:
+    return text in fed
+
+
+async def _status(store: Store, room_id: str, status: str) -> bool:
+    return (await store.get_room(room_id)).status == status
