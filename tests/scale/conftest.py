@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from store.fixtures import database, postgres_database, store_factory
+from tracing.spans import spans
 
-__all__ = ["database", "postgres_database", "store_factory"]
+__all__ = ["database", "postgres_database", "spans", "store_factory"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from moot import durable
+from moot import durable, tracing
 from moot.durable import DurableRun
 from moot.scale.bus import EventPublisher, RunQueue, connect, room_key, send_control
 from moot.scale.worker import Worker
@@ -18,6 +18,7 @@ from moot.settings import Settings
 from moot.spec import RoomSpec
 from moot.store import Store
 from store.fixtures import Database
+from tracing.spans import Spans
 
 from ._cluster import RedisServer, board
 
@@ -102,6 +103,22 @@ async def test_scale_a_stopping_worker_hands_its_rooms_on(worker: Worker, store:
     await _wait("the room to pause", lambda: _status(store, room.id, "paused"))
     requests = await worker.redis.xrange("moot:runs")
     assert [fields["room"] for _, fields in requests][-1] == room.id  # asked for again, for another worker
+
+
+async def test_scale_a_queued_run_continues_the_trace_of_the_request_that_asked(
+    worker: Worker, store: Store, spans: Spans
+) -> None:
+    room = await store.create_room(RoomSpec.from_data(board(1, 0.0)))
+    tracer = spans.provider.get_tracer("test")
+    with tracer.start_as_current_span("POST run") as asking:
+        await RunQueue(worker.redis).enqueue(room.id, tracing.carrier())
+    await _wait("the room to complete", lambda: _status(store, room.id, "completed"))
+    await asyncio.to_thread(spans.run_ended.wait, 60)
+    [run] = spans.named("invoke_workflow")
+    assert run.parent is not None
+    assert run.parent.span_id == asking.get_span_context().span_id
+    assert run.context is not None and run.context.trace_id == asking.get_span_context().trace_id
+    assert spans.children(run, "invoke_agent"), "the run's turns are its children on the worker"
 
 
 async def _running_here(worker: Worker, room_id: str) -> bool:

@@ -20,6 +20,7 @@ import socket
 
 from redis.exceptions import RedisError
 
+from moot import tracing
 from moot.exceptions import MootError
 from moot.scale.bus import EventPublisher, RunQueue, RunRequest, connect, listen_control
 from moot.service.runtime import Conflict, RoomManager, state_of
@@ -111,7 +112,8 @@ class Worker:
 
     async def _handle(self, request: RunRequest) -> None:
         if request.room_id:
-            await self._start(request.room_id)
+            with tracing.attached(request.trace):  # the run continues the trace of the request that asked
+                await self._start(request.room_id)
         await self.queue.done(request)
 
     async def _start(self, room_id: str) -> bool:
@@ -163,6 +165,7 @@ async def serve_worker(settings: Settings, *, store: Store | None = None) -> Non
 
     if settings.redis_url is None:
         raise MootError("moot worker needs MOOT_REDIS_URL (and a PostgreSQL MOOT_DATABASE_URL)")
+    tracing.setup(settings.tracing)
     opened = store or Store.from_url(settings.resolved_database_url, local_pids=False)
     redis = connect(settings.redis_url.get_secret_value())
     publisher = EventPublisher(redis, maxlen=settings.stream_maxlen)

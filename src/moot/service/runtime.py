@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from moot import tracing
 from moot.durable import LEASE_TTL, DurableRun, RoomBusy, RoomFinished
 from moot.engine import check_intervention
 from moot.events import Event, RoomPaused, TurnCompleted, TurnDelta, TurnFailed, TurnStarted
@@ -348,7 +349,7 @@ class RoomManager:
             raise _completed_conflict(room_id)
         if state_of(record) == "running":
             raise _running_conflict(room_id, "in another process")
-        await self._unavailable_as_such(self.cluster.enqueue(room_id))
+        await self._unavailable_as_such(self.cluster.enqueue(room_id, tracing.carrier()))
         await self._until(
             room_id,
             lambda now: (
