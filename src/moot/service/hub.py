@@ -8,7 +8,8 @@ notice to reconnect, so a slow client never slows the room or the other clients.
 
 Deltas are joined into frames before they are logged or sent: a turn's deltas of the last `frame` seconds
 become one `turn_delta` with their text and the seq of the last one, and every frame waiting goes out, in seq
-order, before any other event. Every client gets the same frames, live or replayed, so one that reconnects
+order, before any other event. A turn's first delta goes out at once (after the frames waiting), so the
+start of each speech reaches clients without waiting for a frame. Every client gets the same frames, live or replayed, so one that reconnects
 ends with exactly the text of one that did not, and the log holds a few objects per second of speech, not
 one per token.
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from moot.events import Event, TurnCompleted, TurnDelta, TurnFailed
+from moot.events import Event, TurnCompleted, TurnDelta, TurnFailed, TurnRestarted
 from moot.service.metrics import Metrics
 from moot.store import Store
 
@@ -206,6 +207,7 @@ class RoomHub:
         self._expiry: asyncio.TimerHandle | None = None
         self._joining: dict[str, list[TurnDelta]] = {}  # deltas not yet sent, by turn, oldest first
         self._flush_at: asyncio.TimerHandle | None = None
+        self._opened: set[str] = set()  # turns whose first delta went out
 
     @property
     def subscribers(self) -> int:
@@ -229,15 +231,16 @@ class RoomHub:
         self._log = []
         self._deltas.clear()
         self._ended_turns.clear()
+        self._opened.clear()
         self._droppable = 0
 
     def publish(self, event: Event) -> None:
         """Logs the event and hands it to every subscriber; never waits, whoever is slow.
 
-        A delta waits at most `frame` seconds to go out joined with the next ones of its turn; any other
-        event sends the frames waiting first.
+        A turn's first delta goes out at once; later ones wait at most `frame` seconds to go out joined with
+        the next ones of their turn. Any other event, and a first delta, sends the frames waiting first.
         """
-        if isinstance(event, TurnDelta) and self.frame > 0:
+        if isinstance(event, TurnDelta) and self.frame > 0 and event.turn_id in self._opened:
             waiting = self._joining.get(event.turn_id)
             if waiting is None:
                 self._joining[event.turn_id] = [event]
@@ -248,6 +251,10 @@ class RoomHub:
             return
         if self._joining:
             self.flush()
+        if isinstance(event, TurnDelta):
+            self._opened.add(event.turn_id)
+        elif isinstance(event, TurnRestarted):  # its text starts again: so does its first delta
+            self._opened.discard(event.turn_id)
         self._send(event)
 
     def flush(self) -> None:
@@ -267,6 +274,7 @@ class RoomHub:
             self._deltas[event.turn_id] = self._deltas.get(event.turn_id, 0) + 1
         elif isinstance(event, TurnCompleted | TurnFailed):
             self._ended_turns.add(event.turn_id)
+            self._opened.discard(event.turn_id)
             self._droppable += self._deltas.pop(event.turn_id, 0)
         if len(self._log) > self.cap and self._droppable:
             self._compact()
