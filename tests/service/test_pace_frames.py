@@ -3,17 +3,23 @@ with exactly the events, and so the text, of one that never left."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 
 from moot.events import Event, TurnDelta, TurnFailed, TurnStarted
 from moot.service.hub import RoomHub
 from moot.store import Store
 from service._live_support import (  # noqa: F401 (store_fixture is the `store` fixture)
+    BOARD,
     board,
     collect,
     same_events,
     store_fixture,
 )
+from service.helpers import STREAM_TIMEOUT, LiveServer, frames
+
+HANG = 120  # seconds after which a wait that never ends fails the test; never a pace the test relies on
 
 
 def started(seq: int, speaker: str) -> TurnStarted:
@@ -94,3 +100,30 @@ async def test_pace_frame_zero_sends_each_delta_as_it_comes(store: Store) -> Non
     hub.close()
     got = await collect(sub)
     assert [(e.seq, e.type) for e in got] == [(1, "turn_started"), (2, "turn_delta"), (3, "turn_delta")]
+
+
+async def test_pace_sse_writer_streams_without_a_length_pings_and_lets_go_of_a_client_that_left(
+    server: LiveServer,
+) -> None:
+    server.app.state.stream_ping = 0.2
+    async with server.client(await server.new_user("ana")) as http:
+        answer = await http.post("/rooms", json=BOARD)
+        assert answer.status_code == 201, answer.text
+        room_id = answer.json()["id"]
+        hub = server.app.state.manager.hub(room_id)
+        buffer = b""
+        async with http.stream(
+            "GET", f"/rooms/{room_id}/events", params={"follow": "true"}, timeout=STREAM_TIMEOUT
+        ) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.headers["cache-control"] == "no-store"
+            assert "content-length" not in stream.headers
+            async for chunk in stream.aiter_raw():  # until a keep-alive comment came, however long
+                buffer += chunk
+                if any(c.startswith("ping") for c in frames(buffer)[1]):
+                    break
+            assert hub.subscribers == 1
+        deadline = time.monotonic() + HANG  # the client left: its subscription ends with it
+        while hub.subscribers:
+            assert time.monotonic() < deadline, "the stream kept its subscription after the client left"
+            await asyncio.sleep(0.02)
