@@ -102,11 +102,14 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncGenerator[bytes], *, ping: float, send_timeout: float) -> None:
+    def __init__(
+        self, frames: AsyncGenerator[bytes], *, ping: float, send_timeout: float, status_code: int = 200
+    ) -> None:
+        """`status_code` is there for the API description, which reads the default from here."""
         self.frames = frames
         self.ping = ping
         self.send_timeout = send_timeout
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.init_headers(  # no body yet: no Content-Length
             {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
@@ -115,7 +118,7 @@ class EventStream(Response):
         self._sending_since: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
