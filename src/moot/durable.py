@@ -237,8 +237,9 @@ class DurableRun(Steerable):
     async def _save_entry(self, entry: Entry, events: list[Event]) -> None:
         """The engine's hook: the entry, its events and those waiting, in one transaction, retried.
 
-        Then the words other processes stored meanwhile are taken in, so that words stored before a step
-        ends join at the next one, whenever the poller last looked. A save that keeps failing fails the
+        Then, once no other turn of the step streams, the words other processes stored meanwhile are taken
+        in (one read per step, by its last turn), so that words stored before a step ends join at the next
+        one, whenever the poller last looked. A save that keeps failing fails the
         room with a plain message (the engine reports it); the events waiting are kept for the end.
         """
         waiting, self._unsaved = self._unsaved, []
@@ -260,6 +261,8 @@ class DurableRun(Steerable):
             self._unsaved[:0] = waiting
             raise self._plain(exc, "saving a turn") from exc
         self._saved.update(e.seq for e in events)
+        if self.run is not None and self.run.streaming():
+            return  # the step's last turn reads them
         try:
             pending = await self.store.pending_interventions(self.room_id)
         except StoreError as exc:  # the poller looks again, and pauses the room if it keeps failing

@@ -331,6 +331,10 @@ class Run(Steerable):
         if self._work is not None:
             self._work.cancel()
 
+    def streaming(self) -> bool:
+        """Whether a turn is streaming now: a step whose turns run at once has not ended yet."""
+        return bool(self._partial)
+
     def partial_texts(self) -> dict[str, str]:
         """Text of the turns in flight, by turn id: a snapshot for watchers who join mid-turn."""
         return {turn: "".join(parts) for turn, parts in self._partial.items()}

@@ -170,3 +170,49 @@ async def test_pace_take_stored_words_hands_a_running_room_what_was_stored_for_i
             assert [(e.author, e.text) for e in added] == [("Eve", "Mind the on-call rota.")]
             transcript = await store.load_transcript(room.id)
             assert [e.ref for e in transcript if e.kind == "intervention"] == [ref]
+
+
+class Logged(Store):
+    """A real store that notes, in order, each speech it writes and each read of one room's stored words."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.calls: list[tuple[str, str]] = []
+
+    async def save_entry(self, room_id: str, entry: Entry, events: Sequence[Event]) -> None:
+        await super().save_entry(room_id, entry, events)
+        self.calls.append(("save", entry.speaker))
+
+    async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
+        found = await super().pending_interventions(room_id)
+        self.calls.append(("read", "|".join(w.text for w in found)))
+        return found
+
+
+async def test_pace_one_words_read_per_step_by_its_last_turn(db_url: str) -> None:
+    store = Logged.from_url(db_url)
+    assert isinstance(store, Logged)
+    async with store:
+        await store.ensure_schema()
+        room = await store.create_room(RoomSpec.from_data(PARALLEL))
+        ana, ben = Tap("ana"), Tap("ben")
+        reader = Reader(DurableRun(store, room.id, models={"Ana": ana, "Ben": ben}))
+        await reader.until(lambda e: isinstance(e, TurnStarted) and e.speaker == "Ben")
+        await reader.until(lambda e: isinstance(e, TurnStarted) and e.speaker == "Ana")
+        ben.pieces.put_nowait("We ")
+        await reader.until(lambda e: isinstance(e, TurnDelta) and e.speaker == "Ben")
+        ana.pieces.put_nowait("Yes.")
+        ana.pieces.put_nowait(None)  # Ana's turn ends while Ben streams: written, no read
+        await reader.until(lambda e: isinstance(e, TurnCompleted) and e.speaker == "Ana")
+        await store.add_intervention(room.id, "Mind the budget.", author="Dee")  # stored by another process
+        ben.pieces.put_nowait("wait.")
+        ben.pieces.put_nowait(None)  # the step's last turn: written, then the words read
+        await reader.until(lambda e: isinstance(e, TurnCompleted) and e.speaker == "Ben")
+        events = await reader.end()
+        assert isinstance(events[-1], RoomCompleted)
+        speeches = store.calls.index(("save", "Ana"))
+        assert store.calls[speeches : speeches + 3] == [
+            ("save", "Ana"),
+            ("save", "Ben"),
+            ("read", "Mind the budget."),
+        ]

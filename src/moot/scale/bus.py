@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from moot.events import Event, event_json, parse_event
 from moot.exceptions import MootError
+from moot.frames import FRAME_SECONDS, Frames
 from moot.scrub import scrub
 
 logger = logging.getLogger(__name__)
@@ -217,14 +218,19 @@ class RoomSink:
     def __init__(self, publisher: EventPublisher, room_id: str) -> None:
         self._publisher = publisher
         self.room_id = room_id
+        # joined here, once: every API process then relays the same frames, so a client that reconnects to
+        # another one ends with exactly the text of one that did not
+        self._frames = Frames(lambda event: publisher.put(room_id, event), publisher.frame)
 
     def begin(self) -> None:
+        self._frames.reset()
         self._publisher.put(self.room_id, {"k": "begin"})
 
     def publish(self, event: Event) -> None:
-        self._publisher.put(self.room_id, event)
+        self._frames.publish(event)
 
     def close(self) -> None:
+        self._frames.flush()
         self._publisher.put(self.room_id, {"k": "end"})
 
 
@@ -235,9 +241,11 @@ class EventPublisher:
     the oldest go (watchers then replay the stored ones from the database).
     """
 
-    def __init__(self, redis: Redis, *, maxlen: int) -> None:
+    def __init__(self, redis: Redis, *, maxlen: int, frame: float = FRAME_SECONDS) -> None:
+        """`frame`: seconds over which a turn's deltas are joined before they go (MOOT_STREAM_FRAME_MS)."""
         self.redis = redis
         self.maxlen = maxlen
+        self.frame = frame
         self._pending: dict[str, list[Event | dict[str, str]]] = {}
         self._count = 0
         self._wake = asyncio.Event()

@@ -168,7 +168,7 @@ async def serve_worker(settings: Settings, *, store: Store | None = None) -> Non
     tracing.setup(settings.tracing)
     opened = store or Store.from_url(settings.resolved_database_url, local_pids=False)
     redis = connect(settings.redis_url.get_secret_value())
-    publisher = EventPublisher(redis, maxlen=settings.stream_maxlen)
+    publisher = EventPublisher(redis, maxlen=settings.stream_maxlen, frame=settings.stream_frame_ms / 1000)
     try:
         await opened.ensure_schema()
         resolver = ProviderResolver(opened, Cipher.from_settings(settings), settings)

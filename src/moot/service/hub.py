@@ -6,11 +6,10 @@ stored events below the log, then the log, then what was published since, each s
 A subscriber is a bounded buffer that the publisher never waits for: one that falls behind is cut with a
 notice to reconnect, so a slow client never slows the room or the other clients.
 
-Deltas are joined into frames before they are logged or sent: a turn's deltas of the last `frame` seconds
-become one `turn_delta` with their text and the seq of the last one, and every frame waiting goes out, in seq
-order, before any other event. Every client gets the same frames, live or replayed, so one that reconnects
-ends with exactly the text of one that did not, and the log holds a few objects per second of speech, not
-one per token.
+Deltas are joined into frames (moot.frames) before they are logged or sent, unless they come joined already
+(from a worker, in the scaled-out mode): every client gets the same frames, live or replayed, so one that
+reconnects ends with exactly the text of one that did not, and the log holds a few objects per second of
+speech, not one per token.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ from types import TracebackType
 from typing import Self
 
 from moot.events import Event, TurnCompleted, TurnDelta, TurnFailed
+from moot.frames import Frames
 from moot.service.metrics import Metrics
 from moot.store import Store
 
 LOG_CAP = 100_000
 QUEUE_SIZE = 2048
-FRAME_SECONDS = 0.05  # what `moot serve` joins a turn's deltas over (MOOT_STREAM_FRAME_MS); 0: one per delta
 GRACE_SECONDS = 600.0
 STORED_PAGE = 500
 
@@ -191,7 +190,6 @@ class RoomHub:
     ) -> None:
         """`frame`: seconds over which a turn's deltas are joined into one frame; 0 sends each as it comes."""
         self.store = store
-        self.frame = frame
         self.room_id = room_id
         self.cap = cap
         self.queue_size = queue_size
@@ -206,8 +204,7 @@ class RoomHub:
         self._droppable = 0
         self._subscribers: set[Subscription] = set()
         self._expiry: asyncio.TimerHandle | None = None
-        self._joining: dict[str, list[TurnDelta]] = {}  # deltas not yet sent, by turn, oldest first
-        self._flush_at: asyncio.TimerHandle | None = None
+        self._frames = Frames(self._send, frame)
         self.settled = asyncio.Event()  # cleared while a hub fed from another process catches up
         self.settled.set()
 
@@ -233,35 +230,16 @@ class RoomHub:
         self._log = []
         self._deltas.clear()
         self._ended_turns.clear()
+        self._frames.reset()
         self._droppable = 0
 
     def publish(self, event: Event) -> None:
-        """Logs the event and hands it to every subscriber; never waits, whoever is slow.
-
-        A delta waits at most `frame` seconds to go out joined with the next ones of its turn; any other
-        event sends the frames waiting first.
-        """
-        if isinstance(event, TurnDelta) and self.frame > 0:
-            waiting = self._joining.get(event.turn_id)
-            if waiting is None:
-                self._joining[event.turn_id] = [event]
-            else:
-                waiting.append(event)
-            if self._flush_at is None:
-                self._flush_at = asyncio.get_running_loop().call_later(self.frame, self.flush)
-            return
-        if self._joining:
-            self.flush()
-        self._send(event)
+        """Logs the event and hands it to every subscriber, deltas joined into frames; never waits."""
+        self._frames.publish(event)
 
     def flush(self) -> None:
-        """Sends the frames waiting, in seq order: each turn's deltas joined, with the seq of its last."""
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-            self._flush_at = None
-        joined, self._joining = self._joining, {}
-        for parts in sorted(joined.values(), key=lambda p: p[-1].seq):
-            self._send(parts[0] if len(parts) == 1 else _joined(parts))
+        """Sends the frames waiting now."""
+        self._frames.flush()
 
     def _send(self, event: Event) -> None:
         if not self._log:
@@ -348,19 +326,6 @@ class RoomHub:
     def _check_idle(self) -> None:
         if self.idle and self._on_idle is not None:
             self._on_idle(self)
-
-
-def _joined(parts: list[TurnDelta]) -> TurnDelta:
-    """One delta with the text of `parts` (deltas of one turn, in order) and the seq of the last."""
-    last = parts[-1]
-    return TurnDelta.model_construct(
-        seq=last.seq,
-        type="turn_delta",
-        turn_id=last.turn_id,
-        round=last.round,
-        speaker=last.speaker,
-        text="".join(p.text for p in parts),
-    )
 
 
 def _seq(event: Event) -> int:

@@ -25,9 +25,10 @@ from moot.durable import LEASE_TTL, DurableRun, RoomBusy, RoomFinished
 from moot.engine import check_intervention
 from moot.events import Event, RoomPaused, TurnCompleted, TurnDelta, TurnFailed, TurnStarted
 from moot.exceptions import MootError
+from moot.frames import FRAME_SECONDS
 from moot.models import Model
 from moot.prompts import is_stop_command
-from moot.service.hub import FRAME_SECONDS, GRACE_SECONDS, LOG_CAP, QUEUE_SIZE, RoomHub
+from moot.service.hub import GRACE_SECONDS, LOG_CAP, QUEUE_SIZE, RoomHub
 from moot.service.metrics import Metrics
 from moot.spec import RoomSpec
 from moot.store import RoomRecord, Store
@@ -160,7 +161,7 @@ class RoomManager:
                 grace=self._grace,
                 metrics=self.metrics,
                 on_idle=self._forget_hub,
-                frame=self._frame,
+                frame=self._frame if self.cluster is None else 0.0,  # a worker joined them already
             )
             if self.cluster is not None:
                 self.cluster.watch(hub)

@@ -14,13 +14,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from moot.engine import MAX_INTERVENTION_CHARS
 from moot.events import Event, event_json
@@ -91,6 +92,85 @@ def _sse_frame(event: Event) -> str:
     return f"id: {event.seq}\r\nevent: {event.type}\r\ndata: {event_json(event)}\r\n\r\n"
 
 
+class EventStream(Response):
+    """Server-Sent Events written straight to the ASGI server: one body message per batch of ready frames.
+
+    Lighter than a general SSE response's per-send cancel scope (a stream sends a few frames per second per
+    room): the client's disconnect is heard by one waiting task, and one keep-alive task sends a comment
+    after `ping` seconds without a send and drops a client whose send has taken `send_timeout` seconds.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, frames: AsyncGenerator[bytes], *, ping: float, send_timeout: float, status_code: int = 200
+    ) -> None:
+        """`status_code` is there for the API description, which reads the default from here."""
+        self.frames = frames
+        self.ping = ping
+        self.send_timeout = send_timeout
+        self.status_code = status_code
+        self.background = None
+        self.init_headers(  # no body yet: no Content-Length
+            {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+        )
+        self._sent_at = 0.0  # when the last send ended
+        self._sending_since: float | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        lock = asyncio.Lock()  # frames and keep-alives come from two tasks
+        writer = asyncio.create_task(self._write(send, lock))
+        helpers = [
+            asyncio.create_task(self._hear_disconnect(receive)),
+            asyncio.create_task(self._keep_alive(send, lock, writer)),
+        ]
+        try:
+            await asyncio.wait([writer, helpers[0]], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, *helpers):
+                task.cancel()
+            await asyncio.gather(writer, *helpers, return_exceptions=True)
+        if writer.cancelled():
+            return  # the client left or took no bytes: that ends this stream only (B14)
+        failed = writer.exception()
+        if failed is not None:
+            if not isinstance(failed, OSError):
+                logger.warning("a room's event stream ended on %s", type(failed).__name__, exc_info=failed)
+            return
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _write(self, send: Send, lock: asyncio.Lock) -> None:
+        try:
+            async for frame in self.frames:
+                async with lock:
+                    self._sending_since = time.monotonic()
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    self._sent_at, self._sending_since = time.monotonic(), None
+        finally:
+            await self.frames.aclose()
+
+    async def _hear_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _keep_alive(self, send: Send, lock: asyncio.Lock, writer: asyncio.Task[None]) -> None:
+        self._sent_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self.ping)
+            now = time.monotonic()
+            if self._sending_since is not None and now - self._sending_since > self.send_timeout:
+                writer.cancel()  # the client takes no bytes
+                return
+            if now - self._sent_at >= self.ping and not lock.locked():
+                async with lock:
+                    await send({"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True})
+                    self._sent_at = time.monotonic()
+
+
 def _reconnect(sub: Subscription) -> dict[str, Any]:
     return {"type": "reconnect", "reason": sub.reason, "after": sub.last_seq}
 
@@ -132,7 +212,7 @@ class _Rights:
 
 @router.get(
     "/{room_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def room_events(
@@ -145,7 +225,7 @@ async def room_events(
     last_event_id: Annotated[
         str | None, Header(description="The last seq received; resumes after it.")
     ] = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """The room's events as Server-Sent Events: replay after a seq, then live.
 
     Ends once the run is over and everything was sent, unless `follow`. A client that falls behind gets a
@@ -157,16 +237,16 @@ async def room_events(
         start = parse_seq(last_event_id, "Last-Event-ID") or 0
     rights = _Rights(request, room.id, token_of(request), user)
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes]:
         async with manager.hub(room.id).subscribe(start, follow=follow) as sub:  # here: a HEAD never reads it
             async for event in sub:
                 if await rights.check_now_and_then() is not None:
                     return
                 yield "".join(map(_sse_frame, [event, *sub.ready()])).encode()
             if sub.lagged:
-                yield ServerSentEvent(data=json.dumps(_reconnect(sub)), event="reconnect").encode()
+                yield f"event: reconnect\r\ndata: {json.dumps(_reconnect(sub))}\r\n\r\n".encode()
 
-    return EventSourceResponse(
+    return EventStream(
         stream(),
         ping=getattr(request.app.state, "stream_ping", PING_SECONDS),
         send_timeout=SEND_TIMEOUT,
