@@ -137,7 +137,7 @@ async def test_scale_control_reaches_every_listener_and_junk_is_ignored(redis: R
 
 
 async def test_scale_events_are_batched_per_write_and_read_in_order(redis: Redis) -> None:
-    publisher = EventPublisher(redis, maxlen=1000)
+    publisher = EventPublisher(redis, maxlen=1000, frame=0)  # every delta as it comes: batching alone
     sink = publisher.sink("r1")
     sink.begin()
     for seq in range(1, 51):
@@ -161,6 +161,32 @@ async def test_scale_events_are_batched_per_write_and_read_in_order(redis: Redis
     await recorder.until("end")  # live: begin, the event, end
     assert recorder.calls[-3:] == ["begin", 60, "end"]
     await reader.close()
+    await publisher.close()
+
+
+async def test_scale_the_worker_joins_frames_once_so_every_api_process_relays_the_same(redis: Redis) -> None:
+    publisher = EventPublisher(redis, maxlen=1000, frame=3600)  # no timer fires: the next event flushes
+    sink = publisher.sink("r4")
+    sink.begin()
+    for seq in range(1, 51):
+        sink.publish(delta(seq, f"{seq} "))
+    sink.publish(RoomPaused(seq=51, round=1, reason="lunch"))
+    sink.close()
+    await asyncio.wait_for(publisher.flush(), 30)
+    seen: list[list[tuple[int, str]]] = []
+    for _ in range(2):  # two API processes, each with its own reader
+        texts: list[tuple[int, str]] = []
+        recorder = Recorder()
+        recorder.publish = lambda event, texts=texts: texts.append(  # type: ignore[method-assign]
+            (event.seq, event.text if isinstance(event, TurnDelta) else "")
+        )
+        reader = EventReader(redis)
+        await asyncio.wait_for(reader.watch("r4", recorder).wait(), 30)
+        seen.append(texts)
+        await reader.close()
+    first, second = seen
+    assert first == second  # the same frames, whichever process a client reads them through
+    assert first == [(1, "1 "), (50, "".join(f"{n} " for n in range(2, 51))), (51, "")]
     await publisher.close()
 
 
