@@ -29,6 +29,8 @@ async def _meetings(
     tmp_path: Path,
     disrupt: Callable[[Deployment, Store, list[Watcher]], Awaitable[None]],
     after: Callable[[Deployment], Awaitable[None]] | None = None,
+    *,
+    deltas_may_be_lost: bool = False,
 ) -> None:
     """Starts the rooms, watches each through a random API process, runs `disrupt`, then checks the end."""
     async with deployment(tmp_path) as deployed:
@@ -63,15 +65,20 @@ async def _meetings(
                     for task in following:
                         task.cancel()
             for watcher in watchers:
-                await _check(store, watcher)
+                await _check(store, watcher, deltas_may_be_lost=deltas_may_be_lost)
             if after is not None:
                 await after(deployed)
         finally:
             await store.close()
 
 
-async def _check(store: Store, watcher: Watcher) -> None:
-    """The room completed, each turn stored once, and the client shows exactly the stored text."""
+async def _check(store: Store, watcher: Watcher, *, deltas_may_be_lost: bool = False) -> None:
+    """The room completed, each turn stored once, and the client shows exactly the stored text.
+
+    `deltas_may_be_lost`: Redis lost what it held (a restart); deltas it took but no API process had read
+    yet are gone, so a turn streamed then may lack pieces until its `turn_completed`, whose text the client
+    shows (as the page does). What was streamed is still the stored text's own pieces, in order, none twice.
+    """
     record = await store.get_room(watcher.room_id)
     assert record.status == "completed", (watcher.room_id, record.status, record.error)
     turns = [entry for entry in await store.load_transcript(watcher.room_id) if entry.is_turn]
@@ -84,7 +91,16 @@ async def _check(store: Store, watcher: Watcher) -> None:
     assert sorted(watcher.completions) == sorted(ids), f"missed or repeated a turn: {watcher.trail} {stored}"
     for entry in turns:
         assert watcher.completed[entry.turn_id] == entry.text
-        assert watcher.text(entry.turn_id) == entry.text, f"{watcher.room_id} {entry.turn_id}: streamed text"
+        if not deltas_may_be_lost:
+            assert watcher.text(entry.turn_id) == entry.text, (
+                f"{watcher.room_id} {entry.turn_id}: streamed text"
+            )
+            continue
+        at = 0
+        for piece in watcher.texts.get(entry.turn_id, []):
+            found = entry.text.find(piece, at)
+            assert found >= 0, f"{watcher.room_id} {entry.turn_id}: {piece!r} streamed but not stored there"
+            at = found + len(piece)
 
 
 async def _streaming_room(
@@ -153,14 +169,17 @@ async def test_scale_api_killed_mid_round(tmp_path: Path) -> None:
 
 
 async def test_scale_redis_restarted_mid_round(tmp_path: Path) -> None:
-    """Redis killed and started again empty: rooms go on, clients end with exactly the stored text."""
+    """Redis killed and started again empty: rooms go on, clients end with exactly the stored text.
+
+    Deltas Redis took but lost before an API process read them are gone: the turn's completed text makes up.
+    """
 
     async def restart_redis(deployed: Deployment, store: Store, watchers: list[Watcher]) -> None:
         await _streaming_room(store, watchers, lambda pid: pid is not None)
         deployed.redis.kill()
         await asyncio.to_thread(deployed.redis.start)
 
-    await _meetings(tmp_path, restart_redis)
+    await _meetings(tmp_path, restart_redis, deltas_may_be_lost=True)
 
 
 async def test_scale_pause_words_and_stop_reach_the_worker_from_any_api_process(tmp_path: Path) -> None:
