@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from store.fixtures import database, postgres_database, store_factory
 from tracing.spans import spans
 
+from ._cluster import RedisServer
+
 __all__ = ["database", "postgres_database", "spans", "store_factory"]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a free port, keeping nothing on disk: a test may kill it."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
