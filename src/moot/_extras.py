@@ -19,7 +19,6 @@ EXTRA_OF: dict[str, str] = {
     "fastapi": "server",
     "starlette": "server",
     "uvicorn": "server",
-    "sse_starlette": "server",
     "websockets": "server",
     "cryptography": "server",
     "prometheus_client": "server",

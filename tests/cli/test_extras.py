@@ -18,7 +18,7 @@ from moot.cli import _LAZY
 from ._proc import _env
 
 ROOT = Path(__file__).parents[2]
-SERVER = ("fastapi", "starlette", "uvicorn", "sse_starlette", "websockets", "prometheus_client")
+SERVER = ("fastapi", "starlette", "uvicorn", "websockets", "prometheus_client")
 
 
 def _without(
@@ -119,7 +119,7 @@ def test_hardening_13_a_model_whose_sdk_is_missing_is_named_by_validate_and_fail
 def test_the_core_install_brings_no_server_and_dev_brings_every_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     core = " ".join(project["dependencies"]).lower()
-    for name in ("fastapi", "uvicorn", "sse-starlette", "asyncpg", "anthropic", "openai", "cryptography"):
+    for name in ("fastapi", "uvicorn", "asyncpg", "anthropic", "openai", "cryptography"):
         assert name not in core, name
     extras = project["optional-dependencies"]
     assert {"server", "postgres", "anthropic", "openai-sdk", "all", "dev"} <= set(extras)
