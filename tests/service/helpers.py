@@ -7,6 +7,7 @@ import itertools
 import json
 import random
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,10 +73,16 @@ def unique(prefix: str) -> str:
 
 
 @asynccontextmanager
-async def running_server(database: Database, settings: Settings) -> AsyncIterator[LiveServer]:
-    """The app on `database` with `settings`, served on uvicorn in this event loop until the block ends."""
+async def running_server(
+    database: Database, settings: Settings, *, send_buffer: int | None = None
+) -> AsyncIterator[LiveServer]:
+    """The app on `database` with `settings`, served on uvicorn in this event loop until the block ends.
+
+    `send_buffer`: the kernel's send buffer of each connection, in bytes (small: a client that stops
+    reading blocks the server's sends after that much).
+    """
     app = create_app(settings, store=database.store())
-    url, stop = await serve(app)
+    url, stop = await serve(app, send_buffer=send_buffer)
     live = LiveServer(url, app, settings, database)
     try:
         yield live
@@ -85,7 +92,7 @@ async def running_server(database: Database, settings: Settings) -> AsyncIterato
         await stop()
 
 
-async def serve(app: FastAPI) -> tuple[str, Callable[[], Any]]:
+async def serve(app: FastAPI, *, send_buffer: int | None = None) -> tuple[str, Callable[[], Any]]:
     """Runs `app` on uvicorn on a free loopback port in this event loop; returns its URL and a stopper."""
     config = uvicorn.Config(
         app,
@@ -103,7 +110,10 @@ async def serve(app: FastAPI) -> tuple[str, Callable[[], Any]]:
             task.result()
             raise RuntimeError("uvicorn stopped before it started")
         await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    listener = server.servers[0].sockets[0]
+    if send_buffer is not None:  # the connections it accepts inherit it
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    port = listener.getsockname()[1]
 
     async def stop() -> None:
         server.should_exit = True

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import socket
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +16,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from .helpers import STREAM_TIMEOUT, Frame, LiveServer, frames, read_sse
+from moot.service.routes import streams
+from store.fixtures import sqlite_database
+
+from .helpers import STREAM_TIMEOUT, Frame, LiveServer, frames, make_settings, read_sse, running_server
 
 QUESTION = "What happens to the on-call rota on Fridays?"
 
@@ -117,6 +123,65 @@ async def test_keep_alive_comments_come_while_nothing_happens(live: LiveServer) 
     events, comments, _ = frames(buffer)
     assert events == []  # an idle room: nothing to say yet
     assert len([c for c in comments if c.startswith("ping")]) >= 2
+
+
+class _Heard(logging.Handler):
+    """Sets `heard` when a record saying `words` is logged: the server's own word, waited on."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+        self.heard = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.heard.set()
+
+
+@pytest.mark.timeout(120)
+async def test_an_sse_client_that_stops_reading_is_dropped_once_a_send_takes_the_send_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # covers: B14
+    small = 4096  # bytes of kernel buffer on each side: the client's window closes after a few frames
+    async with running_server(sqlite_database(tmp_path), make_settings(tmp_path), send_buffer=small) as live:
+        token = await live.new_user("ana")
+        async with live.client(token) as http:
+            room_id = await new_room(http, meeting(0, rounds=40))  # a replay of some 300 KB
+            await run(http, room_id)
+            _, ended = await read_sse(http, room_id)
+            assert ended
+        # No keep-alive for an hour: only the send's own timeout can drop the client within the test.
+        live.app.state.stream_ping = 3600.0
+        live.app.state.send_timeout = 0.5
+        caplog.set_level(logging.INFO, logger=streams.__name__)
+        dropped = _Heard("took no bytes")
+        logging.getLogger(streams.__name__).addHandler(dropped)
+        loop = asyncio.get_running_loop()
+        try:
+            with socket.socket() as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, small)
+                client.setblocking(False)
+                await loop.sock_connect(client, ("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+                request = (
+                    f"GET /api/v1/rooms/{room_id}/events?follow=true HTTP/1.1\r\nHost: test\r\n"
+                    f"Authorization: Bearer {token}\r\n\r\n"
+                )
+                await loop.sock_sendall(client, request.encode())
+                # The client reads nothing; a follower of a finished room has no end of its own.
+                await dropped.heard.wait()
+                received = b""
+                while chunk := await loop.sock_recv(client, 65536):  # what was sent, then the close
+                    received += chunk
+        finally:
+            logging.getLogger(streams.__name__).removeHandler(dropped)
+        metrics = live.app.state.manager.metrics
+        assert metrics.stream_clients == 0  # its subscription is gone
+        assert metrics.stream_clients_cut == 0  # dropped by its send, not cut for falling behind
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"event: room_completed" not in body  # cut in the replay: the client got part of it
+    assert not body.endswith(b"0\r\n\r\n")  # no end of the chunked body: dropped, not finished
 
 
 async def test_a_websocket_intervention_reaches_the_next_speakers_and_the_summary(live: LiveServer) -> None:

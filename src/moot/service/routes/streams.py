@@ -51,7 +51,7 @@ router = APIRouter(prefix="/rooms", tags=["streams"])
 
 PING_SECONDS = 15.0  # `app.state.stream_ping` overrides it (tests)
 RIGHTS_SECONDS = 30.0  # a stream re-checks its token this often; `app.state.rights_recheck` overrides it
-SEND_TIMEOUT = 30.0  # a client that takes no bytes for this long is dropped
+SEND_TIMEOUT = 30.0  # a client that takes no bytes for this long is dropped; `app.state.send_timeout` too
 MAX_SEQ = 2**31 - 1  # the largest seq the databases keep
 # Room for the longest intervention with every character escaped (an emoji takes 12) and its fields.
 MAX_FRAME_CHARS = 12 * MAX_INTERVENTION_CHARS + 4096
@@ -96,8 +96,9 @@ class EventStream(Response):
     """Server-Sent Events written straight to the ASGI server: one body message per batch of ready frames.
 
     Lighter than a general SSE response's per-send cancel scope (a stream sends a few frames per second per
-    room): the client's disconnect is heard by one waiting task, and one keep-alive task sends a comment
-    after `ping` seconds without a send and drops a client whose send has taken `send_timeout` seconds.
+    room): the client's disconnect is heard by one waiting task, and one watchdog task wakes when the next
+    thing is due: a comment after `ping` seconds without a send, or the end of the stream when a send has
+    taken `send_timeout` seconds (a client that takes no bytes), so such a client is dropped on time.
     """
 
     media_type = "text/event-stream"
@@ -115,7 +116,7 @@ class EventStream(Response):
             {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
         )
         self._sent_at = 0.0  # when the last send ended
-        self._sending_since: float | None = None
+        self._sending_since: float | None = None  # when the send in progress began
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -126,7 +127,7 @@ class EventStream(Response):
         writer = asyncio.create_task(self._write(send, lock))
         helpers = [
             asyncio.create_task(self._hear_disconnect(receive)),
-            asyncio.create_task(self._keep_alive(send, lock, writer)),
+            asyncio.create_task(self._watch(send, lock, writer)),
         ]
         try:
             await asyncio.wait([writer, helpers[0]], return_when=asyncio.FIRST_COMPLETED)
@@ -147,28 +148,51 @@ class EventStream(Response):
         try:
             async for frame in self.frames:
                 async with lock:
-                    self._sending_since = time.monotonic()
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                    self._sent_at, self._sending_since = time.monotonic(), None
+                    await self._send(send, frame)
         finally:
             await self.frames.aclose()
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        """One body message, timed for the watchdog: two clock reads, no timer."""
+        self._sending_since = time.monotonic()
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        self._sent_at, self._sending_since = time.monotonic(), None
 
     async def _hear_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    async def _keep_alive(self, send: Send, lock: asyncio.Lock, writer: asyncio.Task[None]) -> None:
+    async def _watch(self, send: Send, lock: asyncio.Lock, writer: asyncio.Task[None]) -> None:
+        """Sleeps until the next thing is due: the deadline of the send in progress, else the keep-alive.
+
+        Idle, it sleeps at most `send_timeout` at a time, so a send that begins meanwhile is seen in time
+        and then given exactly the rest of its `send_timeout`. A keep-alive is itself a send under the
+        same deadline: this task never waits on a stalled client for longer either.
+        """
         self._sent_at = time.monotonic()
         while True:
-            await asyncio.sleep(self.ping)
             now = time.monotonic()
-            if self._sending_since is not None and now - self._sending_since > self.send_timeout:
-                writer.cancel()  # the client takes no bytes
-                return
-            if now - self._sent_at >= self.ping and not lock.locked():
-                async with lock:
-                    await send({"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True})
-                    self._sent_at = time.monotonic()
+            since = self._sending_since
+            if since is not None:
+                if now - since >= self.send_timeout:
+                    self._drop(writer)
+                    return
+                await asyncio.sleep(since + self.send_timeout - now)
+            elif now - self._sent_at >= self.ping:
+                async with lock:  # free: the writer holds it only while it sends
+                    try:
+                        async with asyncio.timeout(self.send_timeout):
+                            await self._send(send, b": ping\r\n\r\n")
+                    except TimeoutError:
+                        self._drop(writer)
+                        return
+            else:
+                await asyncio.sleep(min(self._sent_at + self.ping - now, self.send_timeout))
+
+    def _drop(self, writer: asyncio.Task[None]) -> None:
+        """Ends the stream of a client that takes no bytes (the server then closes its connection)."""
+        logger.info("an event stream's client took no bytes for %g s; it is dropped", self.send_timeout)
+        writer.cancel()
 
 
 def _reconnect(sub: Subscription) -> dict[str, Any]:
@@ -249,7 +273,7 @@ async def room_events(
     return EventStream(
         stream(),
         ping=getattr(request.app.state, "stream_ping", PING_SECONDS),
-        send_timeout=SEND_TIMEOUT,
+        send_timeout=getattr(request.app.state, "send_timeout", SEND_TIMEOUT),
     )
 
 
