@@ -147,16 +147,12 @@ class EventStream(Response):
     async def _write(self, send: Send, lock: asyncio.Lock) -> None:
         try:
             async for frame in self.frames:
-                async with lock:
-                    await self._send(send, frame)
+                async with lock:  # timed for the watchdog: two clock reads, no timer
+                    self._sending_since = time.monotonic()
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    self._sent_at, self._sending_since = time.monotonic(), None
         finally:
             await self.frames.aclose()
-
-    async def _send(self, send: Send, body: bytes) -> None:
-        """One body message, timed for the watchdog: two clock reads, no timer."""
-        self._sending_since = time.monotonic()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        self._sent_at, self._sending_since = time.monotonic(), None
 
     async def _hear_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -182,7 +178,10 @@ class EventStream(Response):
                 async with lock:  # free: the writer holds it only while it sends
                     try:
                         async with asyncio.timeout(self.send_timeout):
-                            await self._send(send, b": ping\r\n\r\n")
+                            await send(
+                                {"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True}
+                            )
+                        self._sent_at = time.monotonic()
                     except TimeoutError:
                         self._drop(writer)
                         return
