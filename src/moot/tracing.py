@@ -30,7 +30,7 @@ from moot.scrub import scrub
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
-    from starlette.requests import Request
+    from starlette.requests import HTTPConnection
 
     from moot.models import Completion, ModelRequest
     from moot.spec import ModelSpec
@@ -322,11 +322,15 @@ def model_call(spec: ModelSpec, request: ModelRequest, room_id: str | None = Non
 
 
 @contextlib.contextmanager
-def request(http: Request, room_id: str | None = None) -> Iterator[None]:
-    """The span of an HTTP request that starts a run; the run started inside it becomes its child.
+def request(
+    http: HTTPConnection, room_id: str | None = None, *, command: str | None = None
+) -> Iterator[None]:
+    """The span of an HTTP request that starts a run, or of a WebSocket's `command` (run, stop) that does;
+    the run started inside it becomes its child.
 
-    A `traceparent` header from the client makes the request, and so the run, part of the client's trace.
-    A refusal (a room already running, say) answers the client; it is recorded, not counted as an error.
+    A `traceparent` header from the client (on the request, or on the request that opened the WebSocket)
+    makes it, and so the run, part of the client's trace. A refusal (a room already running, say) answers
+    the client; it is recorded, not counted as an error.
     """
     tracer = _tracer
     if tracer is None:
@@ -334,9 +338,14 @@ def request(http: Request, room_id: str | None = None) -> Iterator[None]:
         return
     from opentelemetry.trace import SpanKind, use_span
 
-    method = http.method
     route = _route(http.url.path, http.path_params)
-    attributes: dict[str, Any] = {"http.request.method": method, "http.route": route}
+    attributes: dict[str, Any] = {"http.route": route}
+    if command is None:
+        method = http.scope["method"]
+        attributes["http.request.method"] = method
+    else:
+        method = command
+        attributes["moot.command"] = command
     if room_id is not None:
         attributes["moot.room.id"] = room_id
     span = tracer.start_span(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -61,3 +64,39 @@ def spans() -> Iterator[Spans]:
     finally:
         tracing.off()
         caught.provider.shutdown()
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that keeps what it is sent, as (path, body), in its server's `bodies`."""
+
+    server: _CollectorServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.server.bodies.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _CollectorServer(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Collector)
+        self.bodies: list[tuple[str, bytes]] = []
+
+
+@contextlib.contextmanager
+def otlp_collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """An OTLP/HTTP collector on a thread: its URL (OTEL_EXPORTER_OTLP_ENDPOINT) and what it was sent."""
+    collector = _CollectorServer()
+    serving = threading.Thread(target=collector.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{collector.server_address[1]}", collector.bodies
+    finally:
+        collector.shutdown()
+        collector.server_close()

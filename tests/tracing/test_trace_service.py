@@ -1,11 +1,14 @@
-"""The HTTP request that starts a run is the parent of the run's span, within the client's own trace."""
+"""The HTTP request, or the WebSocket command, that starts a run is the parent of the run's span, within the
+client's own trace."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import websockets
 from opentelemetry.trace import SpanKind, StatusCode
 
 from moot.testing.servers import FakeLLMServer
@@ -69,4 +72,53 @@ async def test_trace_the_run_request_is_the_parent_of_the_run(spans: Spans, tmp_
     )
 
     assert refused.status.status_code == StatusCode.UNSET  # a 409 answers the client; the server is fine
+    assert (refused.attributes or {})["error.type"] == "Conflict"
+
+
+async def test_trace_the_websocket_run_command_is_the_parent_of_the_run(spans: Spans, tmp_path: Path) -> None:
+    database = sqlite_database(tmp_path)
+    async with (
+        FakeLLMServer(api_key=LLM_KEY, reply=reply, reply_tokens=8) as fake,
+        running_server(database, make_settings(tmp_path)) as server,
+    ):
+        token = await server.new_user()
+        async with server.client(token) as http:
+            await provider_for(http, fake)
+            created = await http.post("/rooms", json=_room())
+            assert created.status_code == 201, created.text
+            room_id = created.json()["id"]
+        url = f"{server.url.replace('http', 'ws', 1)}/api/v1/rooms/{room_id}/ws?token={token}"
+        traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"  # on the request that opens the socket
+        async with websockets.connect(url, additional_headers={"traceparent": traceparent}) as ws:
+            await ws.send(json.dumps({"type": "run"}))
+            replies = []
+            async for raw in ws:  # the run's events, then the reply to the second run, refused
+                frame = json.loads(raw)
+                if "seq" not in frame:
+                    replies.append(frame)
+                elif frame["type"] == "room_completed":
+                    await ws.send(json.dumps({"type": "run"}))
+                if len(replies) == 2:
+                    break
+        assert await asyncio.to_thread(spans.run_ended.wait, 240)
+    assert replies[0] == {"type": "ack", "command": "run"}
+    assert replies[1]["type"] == "error" and replies[1]["state"] in ("running", "completed")  # ending
+
+    commands = spans.named("run /api/v1/rooms/{room_id}/ws")
+    assert len(commands) == 2
+    first, refused = sorted(commands, key=lambda s: s.start_time or 0)
+    assert first.kind == SpanKind.SERVER and first.context is not None
+    assert format(first.context.trace_id, "032x") == CLIENT_TRACE  # the client's trace goes on
+    assert first.parent is not None and format(first.parent.span_id, "016x") == CLIENT_SPAN
+    assert dict(first.attributes or {}) == {
+        "http.route": "/api/v1/rooms/{room_id}/ws",
+        "moot.command": "run",
+        "moot.room.id": room_id,
+    }
+    [run] = spans.named("invoke_workflow")
+    assert run.parent is not None and run.parent.span_id == first.context.span_id  # a child, same trace
+    assert (run.attributes or {})["moot.run.status"] == "completed"
+    turns = spans.children(run, "invoke_agent")
+    assert {t.name for t in turns} == {"invoke_agent Chair", "invoke_agent Ana", "invoke_agent Ben"}
+    assert refused.status.status_code == StatusCode.UNSET  # refused: told to the client, no server error
     assert (refused.attributes or {})["error.type"] == "Conflict"

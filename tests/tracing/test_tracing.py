@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -25,7 +23,7 @@ from moot.spec import RoomSpec
 from moot.store import Store
 from moot.testing.servers import FakeLLMServer, Fault
 
-from .spans import Spans
+from .spans import Spans, otlp_collector
 
 KEY = "sk-trace-test-key-0123456789"
 TASK = "Should the studio move to a four-day week?"
@@ -328,34 +326,14 @@ asyncio.run(main())  # the spans are flushed as the process exits
 """
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    """An OTLP/HTTP endpoint that keeps what it is sent."""
-
-    bodies: ClassVar[list[tuple[str, bytes]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        self.bodies.append((self.path, body))
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_trace_moot_tracing_otlp_sends_spans_to_the_configured_endpoint(tmp_path: Path) -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    serving = threading.Thread(target=collector.serve_forever, daemon=True)
-    serving.start()
-    try:
+    with otlp_collector() as (endpoint, bodies):
         env = {
             **os.environ,
             "MOOT_TRACING": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_SERVICE_NAME": "moot-test",
         }
         done = subprocess.run(
@@ -363,13 +341,10 @@ def test_trace_moot_tracing_otlp_sends_spans_to_the_configured_endpoint(tmp_path
             capture_output=True, text=True, timeout=120, check=False, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-    finally:
-        collector.shutdown()
-        collector.server_close()
-    assert _Collector.bodies and {path for path, _ in _Collector.bodies} == {"/v1/traces"}
+    assert bodies and {path for path, _ in bodies} == {"/v1/traces"}
     names: list[str] = []
     services: set[str] = set()
-    for _, body in _Collector.bodies:
+    for _, body in bodies:
         sent = ExportTraceServiceRequest.FromString(body)
         for resource in sent.resource_spans:
             services |= {

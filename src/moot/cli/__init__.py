@@ -9,6 +9,7 @@ The commands only load rooms, hand them to the engine (or the store) and draw it
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -195,7 +196,21 @@ def demo(
         if problem := _extras.missing("a local model (provider: llamacpp)", "xllamacpp"):
             _fail(problem)
     room = demo_room(protocol.value, rounds, lang.value, tokens_per_second=speed, seed=seed, model=declared)
+    _tracing()
     raise typer.Exit(_run(room, _sink(json_output, saved=False)))
+
+
+def _tracing() -> None:
+    """MOOT_TRACING=otlp: the run, its turns and its model calls as OpenTelemetry spans (docs/tracing.md)."""
+    mode = os.environ.get("MOOT_TRACING", "").strip()
+    if not mode:
+        return
+    from moot import tracing
+
+    try:
+        tracing.setup(mode)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str) -> NoReturn:
@@ -338,6 +353,7 @@ def run_room(
     if rounds is not None:
         room = room.model_copy(update={"max_rounds": rounds})
     sink = _sink(json_output, interactive=interactive, saved=save, save_hint=True)
+    _tracing()
     if not save:
         raise typer.Exit(_run(room, sink, interactive=interactive, strict=strict))
     from moot.cli import _rooms
@@ -364,6 +380,7 @@ def resume(room_id: RoomId, json_output: JsonFlag = False, interactive: Interact
     from moot.cli import _rooms
 
     sink = _sink(json_output, interactive=interactive)
+    _tracing()
     raise typer.Exit(_rooms.stored(_rooms.resume(room_id, sink, interactive=interactive)))
 
 
@@ -381,6 +398,7 @@ def continue_room(
     from moot.cli import _rooms
 
     sink = _sink(json_output, interactive=interactive)
+    _tracing()
     raise typer.Exit(_rooms.stored(_rooms.follow_up(room_id, question, sink, interactive=interactive)))
 
 

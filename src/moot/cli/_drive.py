@@ -21,13 +21,14 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
+from moot import tracing
 from moot.cli._labels import labels
 from moot.cli._render import Renderer
 from moot.events import Event, RoomPaused, RoomStarted, event_json
 from moot.exceptions import MootError
 
 if TYPE_CHECKING:
-    from moot.engine import Steerable
+    from moot.engine import Run, Steerable
 
 Driven: TypeAlias = "Steerable"
 
@@ -177,12 +178,25 @@ class RichSink:
         self.renderer.close()
 
 
-def drive(run: Driven, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
-    """Runs to the end and returns the exit code: 0 completed, 1 failed, 130 stopped by Ctrl-C.
+def drive(run: Run, sink: Sink, *, interactive: bool = False, strict: bool = False) -> int:
+    """Runs a room that is not stored to the end and returns the exit code: 0 completed, 1 failed, 130
+    stopped by Ctrl-C.
 
     `strict`: a run in which an agent spoke through another agent's model (B13) counts as failed.
     """
-    return run_main(steer(run, sink, interactive=interactive, strict=strict))
+    return run_main(_traced(run, sink, interactive=interactive, strict=strict))
+
+
+async def _traced(run: Run, sink: Sink, *, interactive: bool, strict: bool) -> int:
+    """`steer` within the run's span (moot.tracing), as a stored run has its own: the run's tasks start in
+    it, so its turns are the span's children."""
+    with tracing.room_run(run.room_id) as span:
+        with span.starting(run.room.protocol):
+            run.start()
+        code = await steer(run, sink, interactive=interactive, strict=strict)
+        if (result := run.result) is not None:
+            span.ended(result.status, result.error, result.rounds_run)
+    return code
 
 
 def run_main(main: Coroutine[Any, Any, int]) -> int:

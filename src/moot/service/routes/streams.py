@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from moot import tracing
 from moot.engine import MAX_INTERVENTION_CHARS
 from moot.events import Event, event_json
 from moot.exceptions import MootError
@@ -355,7 +356,7 @@ async def room_socket(
                 await close(*refused)
                 return
             try:
-                reply = await _command(text, room_id, rights.user, manager, limiter)
+                reply = await _command(websocket, text, room_id, rights.user, manager, limiter)
             except RecursionError:
                 await close(WS_INVALID, "this message is nested too deeply; send a flat JSON object")
                 return
@@ -375,7 +376,12 @@ async def room_socket(
 
 
 async def _command(
-    text: str, room_id: str, user: User, manager: RoomManager, limiter: InterventionLimiter
+    websocket: WebSocket,
+    text: str,
+    room_id: str,
+    user: User,
+    manager: RoomManager,
+    limiter: InterventionLimiter,
 ) -> dict[str, Any]:
     """Carries out one client message; the reply says what happened or what was wrong."""
     try:
@@ -402,10 +408,9 @@ async def _command(
             return {"type": "ack", "command": kind, "id": ref, "stop": is_stop_command(body.text)}
         if kind == "pause":
             await manager.pause(room_id)
-        elif kind == "stop":
-            await manager.stop(room_id)
-        else:
-            await manager.run(room_id)
+        else:  # a run it starts is the child of this command's span (a stopped room runs to conclude)
+            with tracing.request(websocket, room_id, command=kind):
+                await (manager.run(room_id) if kind == "run" else manager.stop(room_id))
     except Conflict as exc:
         return {
             "type": "error",
