@@ -228,10 +228,12 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL, help="PostgreSQL URL (MOOT_BENCH_POSTGRES_URL).")
     parser.add_argument("--no-postgres", action="store_true", help="Measure SQLite only.")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = asyncio.run(bench(args))
     print(f"`{' '.join(['python bench/storage_bench.py', *sys.argv[1:]])}`")
     print(
-        f"\nPython {platform.python_version()}, {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+        f"\nPython {platform.python_version()}, {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (others share the machine)"
     )
     print(f"board meeting, moderator + {len(MEMBERS)} members, 3 rounds; median of the measured runs\n")
     print(

@@ -3,7 +3,7 @@
     python bench/worker_bench.py                          # 1 and 2 workers, rooms 10, 20, 40, 60
     python bench/worker_bench.py --rooms 10 20 --speed 50 --workers 1 2
 
-Real processes, as the tests of the mode start them (tests/scale/_cluster.py): a redis-server of its own,
+Real processes, as the tests of the mode start them (`moot.testing.cluster`): a redis-server of its own,
 a fresh PostgreSQL database, one `moot serve` and 1 or 2 `moot worker`. Each level starts that many board
 meetings of one round (an opening, two members at once, a summary, a conclusion) on the simulated model at
 `--speed` tokens per second, each watched by one SSE client in this process. A room keeps pace when its
@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from moot.testing.cluster import ADMIN, Deployment, Watcher, deployment
 
-from scale._cluster import ADMIN, Deployment, Watcher, deployment
+POSTGRES_URL = os.environ.get("MOOT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 def room(seed: int, speed: float) -> dict[str, Any]:
@@ -74,7 +73,9 @@ class Pace:
 
 async def level(workers: int, rooms: int, speed: float, reference: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
-        async with deployment(Path(folder), apis=1, workers=workers, takeover=15, metrics=False) as deployed:
+        async with deployment(
+            Path(folder), admin_url=POSTGRES_URL, apis=1, workers=workers, takeover=15, metrics=False
+        ) as deployed:
             return await _run(deployed, rooms, speed, reference)
 
 

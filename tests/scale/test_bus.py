@@ -21,8 +21,7 @@ from moot.scale.bus import (
     room_key,
     send_control,
 )
-
-from ._cluster import RedisServer
+from moot.testing.cluster import RedisServer
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ from moot.service.runtime import RoomManager
 from moot.settings import Settings
 from moot.spec import RoomSpec
 from moot.store import Store
+from moot.testing.cluster import RedisServer
 from store.fixtures import Database
 from tracing.spans import Spans
 
-from ._cluster import RedisServer, board
+from ._cluster import board
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ control channel for pauses and new words. Every `takeover / 5` seconds it looks 
 stored as running whose lease ran out (their worker died) and resumes them at their next turn, and it
 claims run requests another worker took but never handled. A lease lasts `takeover * 0.8` seconds, so a
 killed worker's rooms run again within `takeover` seconds (default 15).
+
+A worker that cannot renew a room's lease (its database is gone) lets the room go a quarter of a lease
+before the lease may run out (`moot.scale.leases`): the run ends at once and writes nothing more, the room
+stays stored as running, and whichever worker finds it once the database is back resumes it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import logging
 import secrets
 import signal
 import socket
+import time
 
 from redis.exceptions import RedisError
 
 from moot import tracing
 from moot.exceptions import MootError
 from moot.scale.bus import EventPublisher, RunQueue, RunRequest, connect, listen_control
+from moot.scale.leases import WorkerStore
 from moot.service.runtime import Conflict, RoomManager, state_of
 from moot.settings import Settings
 from moot.store import Store
@@ -30,6 +36,7 @@ from moot.store import Store
 logger = logging.getLogger(__name__)
 
 TAKE_BLOCK_MS = 1000
+LET_GO_REASON = "this worker lost the database; another worker takes the room over once it is back"
 
 
 class Worker:
@@ -50,6 +57,7 @@ class Worker:
         self.takeover = settings.takeover_seconds
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._letting_go: dict[str, asyncio.Task[None]] = {}
 
     @property
     def lease_ttl(self) -> float:
@@ -66,6 +74,8 @@ class Worker:
             asyncio.create_task(self._take_loop(), name="moot-take"),
             asyncio.create_task(self._takeover_loop(), name="moot-takeover"),
         ]
+        if isinstance(self.store, WorkerStore):  # a store that keeps account of its leases
+            loops.append(asyncio.create_task(self._lease_loop(), name="moot-leases"))
         try:
             await self.manager.start()  # rooms paused by a shutdown, or left by a killed process
             with contextlib.suppress(TimeoutError):
@@ -82,8 +92,9 @@ class Worker:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            rooms = self.manager.running()
+            rooms = [room for room in self.manager.running() if room not in self._letting_go]
             await self.manager.shutdown()
+            await asyncio.gather(*self._letting_go.values(), return_exceptions=True)
             for room_id in rooms:  # paused for the shutdown: another worker takes them on
                 with contextlib.suppress(MootError):
                     await self.queue.enqueue(room_id)
@@ -146,6 +157,47 @@ class Worker:
             except (MootError, RedisError, OSError) as exc:  # the next round tries again
                 logger.warning("worker %s: looking for rooms to take over failed: %s", self.name, exc)
 
+    async def _lease_loop(self) -> None:
+        """Lets go of each room whose lease may run out before a renewal works: the database is gone."""
+        every = self.lease_ttl / 8
+        while True:
+            await asyncio.sleep(every)
+            for room_id in self.expiring():
+                self._letting_go[room_id] = asyncio.create_task(
+                    self._let_go(room_id), name=f"moot-let-go-{room_id}"
+                )
+
+    def expiring(self) -> list[str]:
+        """Rooms running here whose lease, last renewed by this process, may run out within a quarter of
+        its time: renewing it has not worked since (or has not answered)."""
+        if not isinstance(self.store, WorkerStore):
+            return []
+        now, margin = time.monotonic(), self.lease_ttl / 4
+        return [
+            room_id
+            for room_id in self.manager.running()
+            if room_id not in self._letting_go
+            and (until := self.store.held_until(room_id)) is not None
+            and now >= until - margin
+        ]
+
+    async def _let_go(self, room_id: str) -> None:
+        """Ends the room's run here without writing anything more for it: it stays stored as running, and
+        its lease runs out, so another worker resumes it once the database is back."""
+        assert isinstance(self.store, WorkerStore)
+        self.store.let_go(room_id)
+        logger.error(
+            "worker %s: room %s: its lease could not be renewed in time; letting it go for another worker",
+            self.name,
+            room_id,
+        )
+        try:
+            await self.manager.pause(room_id, LET_GO_REASON)  # its writes are refused: nothing is stored
+        except MootError as exc:
+            logger.info("worker %s: room %s ended while it was let go: %s", self.name, room_id, exc)
+        finally:
+            self._letting_go.pop(room_id, None)
+
     async def _control(self, room_id: str, op: str, reason: str) -> None:
         if not self.manager.is_running(room_id):
             return
@@ -166,7 +218,7 @@ async def serve_worker(settings: Settings, *, store: Store | None = None) -> Non
     if settings.redis_url is None:
         raise MootError("moot worker needs MOOT_REDIS_URL (and a PostgreSQL MOOT_DATABASE_URL)")
     tracing.setup(settings.tracing)
-    opened = store or Store.from_url(settings.resolved_database_url, local_pids=False)
+    opened = store or WorkerStore.from_url(settings.resolved_database_url, local_pids=False)
     redis = connect(settings.redis_url.get_secret_value())
     publisher = EventPublisher(redis, maxlen=settings.stream_maxlen, frame=settings.stream_frame_ms / 1000)
     try:

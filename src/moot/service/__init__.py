@@ -27,7 +27,7 @@ from moot import __version__
 from moot.service import errors
 from moot.service.auth import ensure_admin
 from moot.service.crypto import Cipher
-from moot.service.limits import InterventionLimiter
+from moot.service.limits import limiter_for
 from moot.service.pages import install_docs
 from moot.service.providers import ProviderResolver
 from moot.service.routes import api_router
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             )
             app.state.settings, app.state.store, app.state.cipher = settings, opened, cipher
             app.state.manager = manager
-            app.state.limiter = InterventionLimiter.from_settings(settings)
+            app.state.limiter = limiter_for(settings, manager.cluster.redis if manager.cluster else None)
             await manager.start()
             # What start-up made lives as long as the process: out of the collector's way, so that a full
             # collection walks only what the rooms hold, and does not pause every stream the longer.

@@ -417,7 +417,7 @@ async def post_message(
         text = check_intervention(body.text)
     except ValueError as exc:
         raise ConfigError(f"text: {exc}") from None
-    limiter.take(room.id, user.id)
+    await limiter.take(room.id, user.id)
     author = body.author or user.name
     ref = await manager.intervene(room.id, text, author)
     return MessageAccepted(id=ref, text=text, author=author, stop=is_stop_command(text))

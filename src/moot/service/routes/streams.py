@@ -403,7 +403,7 @@ async def _command(
     try:
         if kind == "intervene":
             body = MessageCreate.model_validate({k: v for k, v in message.items() if k != "type"})
-            limiter.take(room_id, user.id)
+            await limiter.take(room_id, user.id)
             ref = await manager.intervene(room_id, body.text, body.author or user.name)
             return {"type": "ack", "command": kind, "id": ref, "stop": is_stop_command(body.text)}
         if kind == "pause":
