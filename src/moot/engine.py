@@ -61,7 +61,7 @@ from moot.models.retry import complete, retrying
 from moot.positions import Position
 from moot.pricing import priced
 from moot.prompts import digest_request, is_stop_command, texts
-from moot.protocols import Finish, Protocol, Step, Turn, Unreadable, get_protocol
+from moot.protocols import Finish, Protocol, RequestContext, Step, Turn, Unreadable, get_protocol
 from moot.scrub import scrub
 from moot.spec import AgentSpec, ModelSpec, RoomSpec
 from moot.termination import Condition
@@ -1100,11 +1100,13 @@ class Run(Steerable):
         if self._protocol.structured(turn):
             max_tokens = self._structured_tokens(spec)
 
+        asked = RequestContext(
+            room=self.room, agent=agent, turn=turn, transcript=self.transcript, max_tokens=max_tokens,
+            temperature=spec.temperature,
+        )  # fmt: skip
+
         def build(entries: list[Entry], digest: Entry | None) -> ModelRequest:
-            return self._protocol.request(
-                self.room, agent, turn, entries, digest, max_tokens=max_tokens,
-                temperature=spec.temperature, transcript=self.transcript,
-            )  # fmt: skip
+            return self._protocol.request(replace(asked, visible=entries, digest=digest))
 
         task = [e for e in visible if e.kind == "task"]
         window = self._window(spec)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import sys
 from collections.abc import Callable
 
 import moot.store
 from moot.spec import RoomSpec
 from moot.store import RunStore, Store
 from store.fixtures import Database
+from store.helpers import dead_process, needs_proc, owner
 
 from ._cluster import board
 
@@ -31,6 +29,7 @@ async def test_scale_store_rooms_to_take_over_are_running_rooms_whose_lease_ran_
     assert len(await store.rooms_to_take_over(limit=1)) <= 1
 
 
+@needs_proc
 async def test_scale_store_without_local_pids_only_the_clock_ends_a_lease(database: Database) -> None:
     """Containers share host names and pids: a pid missing here may be a live process elsewhere."""
     shared = Store.from_url(database.url, connect_args=database.connect_args, local_pids=False)
@@ -38,10 +37,8 @@ async def test_scale_store_without_local_pids_only_the_clock_ends_a_lease(databa
     try:
         await shared.ensure_schema()
         room = await shared.create_room(RoomSpec.from_data(board(1, 0)))
-        gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-        await gone.wait()
-        same_name_other_container = f"{socket.gethostname()}:{gone.pid}:beef"
-        assert await shared.acquire(room.id, same_name_other_container, 3600)
+        gone_here = owner(*await dead_process())  # as a process of this machine names itself
+        assert await shared.acquire(room.id, gone_here, 3600)
         await shared.update_room(room.id, status="running")
         lease = await shared.lease(room.id)
         assert lease is not None

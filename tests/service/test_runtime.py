@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,6 +20,8 @@ from service._live_support import (  # noqa: F401 (store_fixture is the `store` 
     collect,
     store_fixture,
 )
+from store.helpers import dead_process, needs_proc
+from store.helpers import owner as process_owner
 
 QUESTION = "What happens to the on-call rota on Fridays?"
 
@@ -216,12 +216,11 @@ async def test_shutdown_pauses_and_the_next_process_resumes_to_the_end(
     assert (await store.get_room(idle_room)).status == "idle"
 
 
+@needs_proc
 async def test_start_resumes_a_room_whose_process_was_killed(store: Store, managers: Managers) -> None:
     # covers: L10, L14
     room_id = (await store.create_room(board())).id
-    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await gone.wait()
-    owner = f"{socket.gethostname()}:{gone.pid}:dead"
+    owner = process_owner(*await dead_process())  # named as a process of this machine names itself
     assert await store.acquire(
         room_id, owner, 60
     )  # a lease far from expiring, held by a process that is gone

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from moot.events import Event, RoundStarted, TurnCompleted, TurnStarted
 from moot.models import Usage
@@ -69,3 +77,40 @@ def completed(entry: Entry, seq: int) -> list[Event]:
 
 def round_started(seq: int, round_: int = 1) -> RoundStarted:
     return RoundStarted(seq=seq, round=round_, max_rounds=2)
+
+
+# ---- lease owners: the processes they name, as this machine's /proc tells them --------------------------
+
+needs_proc = pytest.mark.skipif(
+    sys.platform != "linux" or not Path("/proc/self/ns/pid").exists(),
+    reason="naming processes by boot id, pid namespace and start time needs Linux's /proc",
+)
+
+
+def this_kernel() -> tuple[str, int]:
+    """Our boot id and pid namespace, read here as the store should read them."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip(), os.stat("/proc/self/ns/pid").st_ino
+
+
+def started(pid: int) -> int:
+    """A process's start time in clock ticks after boot: field 22 of /proc/<pid>/stat."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+
+
+def owner(pid: int, start: int, *, boot: str | None = None, namespace: int | None = None) -> str:
+    """A lease owner named as `Store.new_owner` names one, for any process: this kernel's unless told."""
+    here_boot, here_namespace = this_kernel()
+    boot = here_boot if boot is None else boot
+    namespace = here_namespace if namespace is None else namespace
+    return f"{socket.gethostname()}:{pid}:cafe:{boot}:{namespace}:{start}"
+
+
+async def dead_process() -> tuple[int, int]:
+    """The pid and start time of a process that ran on this machine and is gone (reaped)."""
+    runner = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    try:
+        start = started(runner.pid)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        await runner.wait()
+    return runner.pid, start

@@ -8,7 +8,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from moot.protocols._base import PROTOCOLS, Finish, Protocol, Step, Turn, Unreadable, one_turn, together
+from moot.protocols._base import (
+    PROTOCOLS,
+    Finish,
+    Protocol,
+    RequestContext,
+    Step,
+    Turn,
+    Unreadable,
+    one_turn,
+    together,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
@@ -26,6 +36,7 @@ __all__ = [
     "PROTOCOLS",
     "Finish",
     "Protocol",
+    "RequestContext",
     "Step",
     "Turn",
     "Unreadable",

@@ -78,6 +78,39 @@ class Finish:
     reason: StopReason
 
 
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Everything a turn's request is built from, made by the engine for each turn and passed to `request`.
+
+    `visible` is the history the turn may see, fitted to its model's window; `digest`, when set, stands for
+    the older entries it leaves out (B10). The engine builds the request more than once while it fits the
+    history, so `request` must be a pure function of this.
+    """
+
+    room: RoomSpec
+    agent: AgentSpec
+    turn: Turn
+    transcript: Transcript
+    max_tokens: int
+    temperature: float | None
+    visible: Sequence[Entry] = ()
+    digest: Entry | None = None
+
+    def build(
+        self, *, instruction_text: str | None = None, visible: Sequence[Entry] | None = None
+    ) -> ModelRequest:
+        """The usual request: the history (`visible` unless given) and the turn's instruction, the prompt
+        `turn.ask` names unless `instruction_text` replaces it."""
+        from moot.prompts import build_request
+
+        return build_request(
+            self.room, self.agent, kind=self.turn.kind, round_=self.turn.round,
+            visible=self.visible if visible is None else visible, digest=self.digest,
+            max_tokens=self.max_tokens, temperature=self.temperature, ask=self.turn.ask,
+            instruction_text=instruction_text,
+        )  # fmt: skip
+
+
 class Unreadable(ValueError):
     """A turn's answer lacks what its protocol needs from it; the message is what the model is told.
 
@@ -184,25 +217,9 @@ class Protocol(ABC):
 
     # ---- asking and reading ---------------------------------------------------------------------------------
 
-    def request(
-        self,
-        room: RoomSpec,
-        agent: AgentSpec,
-        turn: Turn,
-        visible: Sequence[Entry],
-        digest: Entry | None,
-        *,
-        max_tokens: int,
-        temperature: float | None,
-        transcript: Transcript,
-    ) -> ModelRequest:
+    def request(self, ctx: RequestContext) -> ModelRequest:
         """What the turn sends its model: by default its history (L9) and the prompt `turn.ask` names."""
-        from moot.prompts import build_request
-
-        return build_request(
-            room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
-            max_tokens=max_tokens, temperature=temperature, ask=turn.ask,
-        )  # fmt: skip
+        return ctx.build()
 
     def structured(self, turn: Turn) -> bool:
         """Whether the turn's whole answer is a JSON object: it gets the structured answers' token limit

@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from moot.events import Event, RankedAnswer, RankingsAggregated
-from moot.protocols._base import Protocol, Step, Turn, Unreadable, together
-from moot.transcript import Entry, Transcript
+from moot.protocols._base import Protocol, RequestContext, Step, Turn, Unreadable, together
+from moot.transcript import Transcript
 
 if TYPE_CHECKING:
     from moot.models import ModelRequest
@@ -107,29 +107,15 @@ class Council(Protocol):
             yield together("speech", names, round_, 0, ask="council_answer")
             yield together("ranking", names, round_, 1, ask="council_rank")
 
-    def request(
-        self,
-        room: RoomSpec,
-        agent: AgentSpec,
-        turn: Turn,
-        visible: Sequence[Entry],
-        digest: Entry | None,
-        *,
-        max_tokens: int,
-        temperature: float | None,
-        transcript: Transcript,
-    ) -> ModelRequest:
+    def request(self, ctx: RequestContext) -> ModelRequest:
         from moot.models import Message, ModelRequest
-        from moot.prompts import build_request, instruction
+        from moot.prompts import instruction
 
+        room, agent, turn, transcript = ctx.room, ctx.agent, ctx.turn, ctx.transcript
         t = TEXTS[room.language]
         if turn.kind == "speech":
             text = t["answer"].format(words=WORDS[room.language])
-            request = build_request(
-                room, agent, kind="speech", round_=turn.round, visible=visible, digest=digest,
-                max_tokens=max_tokens, temperature=temperature, ask=turn.ask, instruction_text=text,
-            )  # fmt: skip
-            return _with(request, ask=turn.ask)
+            return _with(ctx.build(instruction_text=text), ask=turn.ask)
         if turn.kind == "ranking":
             answers = _answers(transcript, turn.round, exclude=agent.name)
             labels = labels_for(room, agent.name, list(answers))
@@ -138,8 +124,8 @@ class Council(Protocol):
             return ModelRequest(
                 system=t["reviewer"],
                 messages=(Message(role="user", content=prompt),),
-                max_tokens=max_tokens,
-                temperature=temperature,
+                max_tokens=ctx.max_tokens,
+                temperature=ctx.temperature,
                 json_output=True,
                 schema=ranking_schema(list(labels)) if labels else None,
                 schema_name="ranking",
@@ -156,11 +142,8 @@ class Council(Protocol):
                 instruction(room, agent, "conclusion", turn.round, []),
             )
         )
-        kept = [e for e in visible if e.kind != "ranking"]
-        return build_request(
-            room, agent, kind=turn.kind, round_=turn.round, visible=kept, digest=digest,
-            max_tokens=max_tokens, temperature=temperature, instruction_text=text,
-        )  # fmt: skip
+        kept = [e for e in ctx.visible if e.kind != "ranking"]
+        return ctx.build(instruction_text=text, visible=kept)
 
     def read(self, room: RoomSpec, turn: Turn, text: str, transcript: Transcript) -> dict[str, Any] | None:
         if turn.kind != "ranking":

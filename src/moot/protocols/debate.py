@@ -6,16 +6,16 @@ Events: the usual turn events; the judge's verdict is the conclusion (`room_conc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from moot.protocols._base import Protocol, Step, Turn, one_turn
-from moot.transcript import Entry, Transcript
+from moot.protocols._base import Protocol, RequestContext, Step, one_turn
+from moot.transcript import Transcript
 
 if TYPE_CHECKING:
     from moot.models import ModelRequest
-    from moot.spec import AgentSpec, RoomSpec
+    from moot.spec import RoomSpec
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -83,20 +83,10 @@ class Debate(Protocol):
             for index, name in enumerate(order):
                 yield one_turn("speech", name, round_, index, ask="debate_speech")
 
-    def request(
-        self,
-        room: RoomSpec,
-        agent: AgentSpec,
-        turn: Turn,
-        visible: Sequence[Entry],
-        digest: Entry | None,
-        *,
-        max_tokens: int,
-        temperature: float | None,
-        transcript: Transcript,
-    ) -> ModelRequest:
-        from moot.prompts import build_request, instruction
+    def request(self, ctx: RequestContext) -> ModelRequest:
+        from moot.prompts import instruction
 
+        room, agent, turn = ctx.room, ctx.agent, ctx.turn
         t = TEXTS[room.language]
         side = ""
         if turn.kind == "speech":
@@ -107,10 +97,7 @@ class Debate(Protocol):
             )  # fmt: skip
         else:
             text = t["judge"] + "\n" + instruction(room, agent, turn.kind, turn.round, [])
-        request = build_request(
-            room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
-            max_tokens=max_tokens, temperature=temperature, ask=turn.ask, instruction_text=text,
-        )  # fmt: skip
+        request = ctx.build(instruction_text=text)
         if request.context is None:
             return request
         return replace(request, context=replace(request.context, ask=turn.ask, side=side))

@@ -15,12 +15,12 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from moot.events import EstimatesAggregated, Event
-from moot.protocols._base import Protocol, Step, Turn, Unreadable, together
-from moot.transcript import Entry, Transcript
+from moot.protocols._base import Protocol, RequestContext, Step, Turn, Unreadable, together
+from moot.transcript import Transcript
 
 if TYPE_CHECKING:
     from moot.models import ModelRequest
-    from moot.spec import AgentSpec, RoomSpec
+    from moot.spec import RoomSpec
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -88,34 +88,21 @@ class Delphi(Protocol):
         for round_ in range(1, room.max_rounds + 1):
             yield together("speech", names, round_, 0, ask="delphi_estimate")
 
-    def request(
-        self,
-        room: RoomSpec,
-        agent: AgentSpec,
-        turn: Turn,
-        visible: Sequence[Entry],
-        digest: Entry | None,
-        *,
-        max_tokens: int,
-        temperature: float | None,
-        transcript: Transcript,
-    ) -> ModelRequest:
+    def request(self, ctx: RequestContext) -> ModelRequest:
         from moot.models import Message, ModelRequest, TurnContext
-        from moot.prompts import build_request, instruction
+        from moot.prompts import instruction
 
+        room, agent, turn = ctx.room, ctx.agent, ctx.turn
         t = TEXTS[room.language]
         if turn.kind != "speech":  # the chair concludes from the estimates, names and all
-            lines = "; ".join(_aggregate_line(room, e) for e in aggregates(room, transcript)) or "-"
+            lines = "; ".join(_aggregate_line(room, e) for e in aggregates(room, ctx.transcript)) or "-"
             text = t["chair"].format(lines=lines) + "\n" + instruction(room, agent, turn.kind, turn.round, [])
-            return build_request(
-                room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
-                max_tokens=max_tokens, temperature=temperature, instruction_text=text,
-            )  # fmt: skip
+            return ctx.build(instruction_text=text)
         parts = [t["task"].format(task=room.task)]
         earlier: list[tuple[str, str]] = []
         previous = turn.round - 1
         if previous >= 1:
-            answers = _round_answers(transcript, previous)
+            answers = _round_answers(ctx.transcript, previous)
             own = answers.pop(agent.name, None)
             order = panel_order(room, agent.name, list(answers), previous)
             earlier = [(t["panelist"].format(n=i), answers[name]) for i, name in enumerate(order, 1)]
@@ -135,8 +122,8 @@ class Delphi(Protocol):
         return ModelRequest(
             system=system,
             messages=(Message(role="user", content="\n\n".join(parts)),),
-            max_tokens=max_tokens,
-            temperature=temperature,
+            max_tokens=ctx.max_tokens,
+            temperature=ctx.temperature,
             context=TurnContext(
                 kind="speech", speaker=agent.name, language=room.language, task=room.task,
                 persona=agent.persona, round=turn.round, max_rounds=room.max_rounds,

@@ -18,12 +18,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from moot.events import Event, SpeakerSelected
-from moot.protocols._base import Protocol, Step, Turn, Unreadable, one_turn
-from moot.transcript import Entry, Transcript
+from moot.protocols._base import Protocol, RequestContext, Step, Turn, Unreadable, one_turn
+from moot.transcript import Transcript
 
 if TYPE_CHECKING:
     from moot.models import ModelRequest
-    from moot.spec import AgentSpec, RoomSpec
+    from moot.spec import RoomSpec
 
 # A function that names the next speaker from the room, the transcript so far and the round to come.
 Choose = Callable[["RoomSpec", Transcript, int], str]
@@ -116,32 +116,13 @@ class Selector(Protocol):
                 speaker = turn_robin
             yield one_turn("speech", speaker, round_, 1)
 
-    def request(
-        self,
-        room: RoomSpec,
-        agent: AgentSpec,
-        turn: Turn,
-        visible: Sequence[Entry],
-        digest: Entry | None,
-        *,
-        max_tokens: int,
-        temperature: float | None,
-        transcript: Transcript,
-    ) -> ModelRequest:
-        from moot.prompts import build_request
-
-        if turn.kind != "selection":
-            return super().request(
-                room, agent, turn, visible, digest, max_tokens=max_tokens, temperature=temperature,
-                transcript=transcript,
-            )  # fmt: skip
-        options = tuple(a.name for a in room.members)
-        text = TEXTS[room.language]["choose"].format(options=", ".join(options))
-        request = build_request(
-            room, agent, kind=turn.kind, round_=turn.round, visible=visible, digest=digest,
-            max_tokens=max_tokens, temperature=temperature, ask=turn.ask, instruction_text=text,
-        )  # fmt: skip
-        context = replace(request.context, ask=turn.ask, options=options) if request.context else None
+    def request(self, ctx: RequestContext) -> ModelRequest:
+        if ctx.turn.kind != "selection":
+            return super().request(ctx)
+        options = tuple(a.name for a in ctx.room.members)
+        text = TEXTS[ctx.room.language]["choose"].format(options=", ".join(options))
+        request = ctx.build(instruction_text=text)
+        context = replace(request.context, ask=ctx.turn.ask, options=options) if request.context else None
         return replace(
             request, json_output=True, schema=choice_schema(options), schema_name="choice", context=context
         )

@@ -11,12 +11,12 @@ encrypted, not in room files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
 import secrets
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -151,31 +151,114 @@ def _fits(number: int) -> bool:
 def _lease(owner: str, expires_at: float, now: float, *, local_pids: bool = True) -> Lease:
     """A stored lease judged at `now`, the database's clock: never this host's, which may be off.
 
-    With `local_pids` an owner named after a process of this host that is gone loses it at once; without,
-    only the database's clock decides (processes in containers can share a host name and pids).
+    With `local_pids` an owner that names a process of this kernel and pid namespace that is gone loses it at
+    once; otherwise only the database's clock decides.
     """
     remaining = expires_at - now
     gone = local_pids and _process_gone(owner)
     return Lease(owner, expires_at, alive=remaining > 0 and not gone, remaining=remaining)
 
 
-def _process_gone(owner: str) -> bool:
-    """True when the owner is a process on this host that no longer exists: its lease is stale at once.
+@dataclass(frozen=True, slots=True)
+class _Process:
+    """A process as a Linux kernel names it: a pid means one process only within one pid namespace of one
+    boot, and only while it lives; its start time (clock ticks after boot) tells a reused pid apart."""
 
-    Only a shortcut for one machine (a restarted `moot serve` resumes at once): a host name and a pid do not
-    name a process where containers share them, so the scaled-out mode turns it off (`local_pids=False`).
-    """
-    host, _, rest = owner.rpartition(":")[0].rpartition(":")
-    pid = int(rest) if rest.isdecimal() else 0
-    if host != socket.gethostname() or pid <= 0 or pid == os.getpid() or sys.platform == "win32":
-        return False  # os.kill(pid, 0) would terminate the process on Windows
+    boot: str
+    namespace: int
+    pid: int
+    started: int
+
+
+# A lease owner: `host:pid:random:boot:namespace:started`. Host and random part are for people reading it and
+# for uniqueness; boot id, pid namespace, pid and start time say which process it is. An owner named without
+# the last three (`host:pid:random`: names stored before they were added, and processes without /proc) names
+# no process we can check: host and pid alone repeat across containers, so only the clock ends its lease.
+_OWNER = re.compile(
+    r"(?P<host>.+):(?P<pid>\d+):[0-9a-f]+"
+    r":(?P<boot>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):(?P<namespace>\d+):(?P<started>\d+)"
+)
+
+
+def _owner_process(owner: str) -> _Process | None:
+    """The process an owner's name claims to be; None for a name that does not say (an old one)."""
+    found = _OWNER.fullmatch(owner)
+    if found is None:
+        return None
+    pid, boot, namespace, started = found.group("pid", "boot", "namespace", "started")
+    return _Process(boot, int(namespace), int(pid), int(started))
+
+
+def _this_kernel() -> tuple[str, int] | None:
+    """Our boot id and pid namespace, or None where /proc cannot say: not Linux, or a /proc mounted for
+    another pid namespace (its pids are not ours)."""
+    return _kernel(os.getpid())  # by pid: a forked child reads its own, as it may be in another namespace
+
+
+@functools.cache
+def _kernel(pid: int) -> tuple[str, int] | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # it exists, under another user
+        if os.readlink("/proc/self") != str(pid):
+            return None
+        return _read("/proc/sys/kernel/random/boot_id").strip(), os.stat("/proc/self/ns/pid").st_ino
+    except (OSError, ValueError):
+        return None
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as file:
+        return file.read()
+
+
+def _process_state(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and start time (fields 3 and 22 of /proc/<pid>/stat); None when /proc has
+    no such pid."""
+    try:
+        stat = _read(f"/proc/{pid}/stat")
+    except FileNotFoundError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces and ")"
+    return fields[0], int(fields[19])
+
+
+def _this_process() -> _Process | None:
+    """This process's name for lease owners; None without /proc."""
+    here = _this_kernel()
+    if here is None:
+        return None
+    try:
+        state = _process_state(os.getpid())
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state is None else _Process(here[0], here[1], os.getpid(), state[1])
+
+
+def _process_gone(owner: str) -> bool:
+    """True when the owner is a process of this kernel and pid namespace that is gone: its lease is stale.
+
+    Only a process we can see is judged: the owner's boot id and pid namespace must be ours (containers
+    repeat host names and pids, so these, not the host name, say whether its pid is one we can look up).
+    It is gone when that pid is absent, has exited (a zombie) or started at another time (a reused pid).
+    Anything else — another machine, another namespace, an owner named the old way, no /proc — is left to
+    the database's clock.
+    """
+    claimed = _owner_process(owner)
+    if claimed is None or claimed.pid <= 0 or (claimed.boot, claimed.namespace) != _this_kernel():
         return False
-    return False
+    try:
+        state = _process_state(claimed.pid)
+    except (OSError, ValueError, IndexError):  # there but unreadable: we cannot tell it is not the owner
+        return False
+    if state is None:
+        try:  # /proc mounted with hidepid hides other users' processes: ask the kernel itself
+            os.kill(claimed.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False  # it exists, and its start time is hidden from us
+    letter, started = state
+    return letter in ("Z", "X") or started != claimed.started
 
 
 class Store:
@@ -209,9 +292,13 @@ class Store:
 
     @staticmethod
     def new_owner() -> str:
-        """A lease owner: `host:pid:random`. The random part makes it unique; host and pid only help a
-        store with `local_pids` see a dead process's lease stale before it expires."""
-        return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """A lease owner naming this process: `host:pid:random:boot:namespace:started` on Linux. The random
+        part makes it unique; the kernel's boot id, the pid namespace and the process's start time let a
+        store with `local_pids` on this machine see the lease stale at once when the process is gone.
+        Without /proc it is `host:pid:random`, and only the database's clock ends its leases."""
+        name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        here = _this_process()
+        return name if here is None else f"{name}:{here.boot}:{here.namespace}:{here.started}"
 
     async def __aenter__(self) -> Self:
         return self
