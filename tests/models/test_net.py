@@ -141,3 +141,68 @@ async def test_connect_and_read_failures_are_httpcores_own_errors() -> None:
         await listener.wait_closed()
     with pytest.raises(httpcore.ConnectError):
         await backend.connect_tcp("127.0.0.1", port, timeout=5)  # nothing listens there any more
+
+
+async def test_a_read_times_out_by_its_own_deadline_with_one_timer_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read moves the deadline on; the connection's one timer, firing at an old deadline, follows it
+    rather than ending a read still within its time. The loop's clock is driven by hand."""
+    loop = asyncio.get_running_loop()
+    offset = [0.0]
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + offset[0])
+    sends: asyncio.Queue[bytes] = asyncio.Queue()
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def send_on_demand(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while True:
+            writer.write(await sends.get())
+
+    listener = await asyncio.start_server(send_on_demand, "127.0.0.1", 0)
+    stream = await AsyncioBackend(httpcore).connect_tcp("127.0.0.1", listener.sockets[0].getsockname()[1])
+    try:
+        first = asyncio.ensure_future(stream.read(10, timeout=5))
+        await asyncio.sleep(0)  # waiting now: the timer is set for the first deadline
+        offset[0] += 3
+        await sends.put(b"a")
+        assert await first == b"a"
+        second = asyncio.ensure_future(stream.read(10, timeout=5))  # its deadline: 3 + 5
+        await asyncio.sleep(0)
+        offset[0] += 3  # past the first deadline (5), within the second's (8)
+        passed = asyncio.Event()
+        loop.call_at(loop.time(), passed.set)  # runs after the stream's timer, due earlier
+        await passed.wait()
+        assert not second.done()
+        await sends.put(b"b")
+        assert await second == b"b"
+        third = asyncio.ensure_future(stream.read(10, timeout=5))
+        await asyncio.sleep(0)
+        offset[0] += 10
+        with pytest.raises(httpcore.ReadTimeout, match="for 5s"):
+            await third
+        await sends.put(b"c")  # the connection still reads what comes after
+        assert await stream.read(10, timeout=5) == b"c"
+    finally:
+        await stream.aclose()
+        for writer in accepted:
+            writer.close()
+        listener.close()
+
+
+async def test_a_read_cancelled_from_outside_is_cancelled_not_timed_out() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+    listener = await asyncio.start_server(lambda _, writer: accepted.append(writer), "127.0.0.1", 0)
+    stream = await AsyncioBackend(httpcore).connect_tcp("127.0.0.1", listener.sockets[0].getsockname()[1])
+    try:
+        reading = asyncio.ensure_future(stream.read(10, timeout=60))
+        await asyncio.sleep(0)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+    finally:
+        await stream.aclose()
+        for writer in accepted:
+            writer.close()
+        listener.close()

@@ -33,17 +33,48 @@ class AsyncioStream:
         self._reader = reader
         self._writer = writer
         self._errors = errors
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0  # when the read in progress times out
+        self._timer: asyncio.TimerHandle | None = None  # at or before the deadline; moved on lazily
+        self._reading: asyncio.Task[Any] | None = None  # the task in read(), while it waits
+        self._expired = False
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        """The bytes buffered, or the next that arrive.
+
+        The read timeout costs no timer per read: each read moves a deadline, and one timer per connection,
+        when it fires, either follows the deadline on or ends the read waiting past it.
+        """
+        if timeout is None:
+            self._deadline = 0.0
+        else:
+            self._deadline = self._loop.time() + timeout
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._deadline, self._expire)
+        task = self._reading = asyncio.current_task()
         try:
-            if timeout is None:
-                return await self._reader.read(max_bytes)
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
-        except TimeoutError:
+            return await self._reader.read(max_bytes)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            if task is not None and task.uncancel() > 0:
+                raise  # cancelled from outside too: that wins
             raise self._errors.ReadTimeout(f"no bytes from the server for {timeout:g}s") from None
         except OSError as exc:
             raise self._errors.ReadError(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._reading = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._reading is None or not self._deadline:
+            return  # not reading now, or reading without a timeout: the next read arms it again
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+            return
+        self._expired = True
+        self._reading.cancel()  # delivered inside read(): the task waits there and nowhere else
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         if not buffer:
@@ -58,6 +89,9 @@ class AsyncioStream:
             raise self._errors.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._writer.get_extra_info("ssl_object") is None:
             self._writer.close()
         else:  # no TLS goodbye to wait for (as httpcore's own backend): a silent peer would hold it 30 s
