@@ -1,7 +1,7 @@
 """Live streams of `moot serve` against a bare per-token relay: how many board meetings one process keeps at
 the model's pace, with p99 token-to-client latency under 100 ms, and the CPU each spends per delivered token.
 
-    python bench/service_bench.py                          # ramp each target, then narrow; SQLite and PostgreSQL
+    python bench/service_bench.py                          # ramp the targets in turn, then narrow each
     python bench/service_bench.py --targets relay sqlite --rooms 10 40
 
 Processes: the fake OpenAI-compatible server (moot.testing.servers) streams every reply at `--pace` tokens a
@@ -453,25 +453,29 @@ def main() -> None:
         return bool(row["ok"])
 
     try:
-        for target in args.targets:
-            if args.rooms:
-                for rooms in args.rooms:
+        # Targets take turns level by level, so a change in the machine's load falls on all of them alike.
+        if args.rooms:
+            for rooms in args.rooms:
+                for target in args.targets:
                     measure(target, rooms)
-                continue
-            passed, failed = 0, 0  # ramp until a level misses, then halve the gap twice
+        else:
+            passed = dict.fromkeys(args.targets, 0)
+            failed = dict.fromkeys(args.targets, 0)
             for rooms in [n for n in LEVELS if n <= args.max_rooms]:
-                if not measure(target, rooms):
-                    failed = rooms
-                    break
-                passed = rooms
-            for _ in range(2 if failed else 0):
-                middle = (passed + failed) // 2
-                if middle in (passed, failed):
-                    break
-                if measure(target, middle):
-                    passed = middle
-                else:
-                    failed = middle
+                for target in [t for t in args.targets if not failed[t]]:
+                    if measure(target, rooms):
+                        passed[target] = rooms
+                    else:
+                        failed[target] = rooms
+            for _ in range(2):  # then halve the gap between the last level held and the first missed, twice
+                for target in [t for t in args.targets if failed[t]]:
+                    middle = (passed[target] + failed[target]) // 2
+                    if middle in (passed[target], failed[target]):
+                        continue
+                    if measure(target, middle):
+                        passed[target] = middle
+                    else:
+                        failed[target] = middle
     finally:
         llm.terminate()
         llm.wait()
