@@ -1,7 +1,7 @@
 """Live streams of `moot serve` against a bare per-token relay: how many board meetings one process keeps at
 the model's pace, with p99 token-to-client latency under 100 ms, and the CPU each spends per delivered token.
 
-    python bench/service_bench.py                          # ramp each target, then narrow; SQLite and PostgreSQL
+    python bench/service_bench.py                          # ramp the targets in turn, then narrow each
     python bench/service_bench.py --targets relay sqlite --rooms 10 40
 
 Processes: the fake OpenAI-compatible server (moot.testing.servers) streams every reply at `--pace` tokens a
@@ -23,6 +23,8 @@ last character. Pace: for each room, the time its model streams took from first 
 they take at the model's pace; a room keeps pace within 10% when that ratio is at most 1.10 (a target that
 falls behind reads its sockets late, and the chunks' stamps spread out). CPU: the target process's CPU time
 from the first room's start to the last client's end, per delivered token.
+The load's own processes share the machine: the
+fake model server's and the clients' CPU over the level, in cores, shows how much of it they left.
 """
 
 from __future__ import annotations
@@ -307,11 +309,17 @@ async def _postgres(statement: str, url: str) -> None:
         await connection.close()
 
 
-def level(target: str, rooms: int, args: argparse.Namespace, llm_url: str) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
     """A fresh target process with `rooms` rooms and their clients: latency, pace and CPU."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
-        common = ["--llm", llm_url, "--rooms", str(rooms), "--tokens", str(args.tokens)]
+        common = ["--llm", args.llm_url, "--rooms", str(rooms), "--tokens", str(args.tokens)]
         common += ["--spread", str(args.spread), "--frame-ms", str(args.frame_ms), "--folder", tmp]
         if target == "postgresql":
             from sqlalchemy import make_url
@@ -333,17 +341,19 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm_url: str) -> di
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
-        began = time.monotonic()
+        began, model_cpu = time.monotonic(), _cpu_seconds(llm.pid)
         service.stdin.write("go\n")
         service.stdin.flush()
         assert client.wait(timeout=600) == 0
         wall = time.monotonic() - began
+        model_cpu = _cpu_seconds(llm.pid) - model_cpu
         service.stdin.write("end\n")
         service.stdin.flush()
         assert service.stdout.readline().strip() == "done"
         assert service.wait(timeout=60) == 0
         served = orjson.loads((folder / "stamps.json").read_bytes())
         arrivals = orjson.loads((folder / "arrivals.json").read_bytes())
+        clients_cpu = float((folder / "clients_cpu").read_text())
     if served["failed"]:
         raise RuntimeError(f"{target}: rooms did not complete: {served['failed']}")
     got: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -380,6 +390,8 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm_url: str) -> di
         "pace": max(paces),
         "wall": wall,
         "cpu_us": served["cpu"] / len(ms) * 1e6,
+        # the load's own processes, in cores over the level: the fake model server, the clients
+        "others": (model_cpu + clients_cpu) / wall,
     }
     row["ok"] = row["p99"] < TARGET_P99_MS and row["pace"] <= TARGET_PACE
     return row
@@ -415,6 +427,7 @@ def main() -> None:
         url, paths, folder = sys.argv[2:5]
         arrivals = asyncio.run(_clients(url, paths.split(",")))
         (Path(folder) / "arrivals.json").write_bytes(orjson.dumps(arrivals))
+        (Path(folder) / "clients_cpu").write_text(str(time.process_time()))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -437,41 +450,46 @@ def main() -> None:
         text=True,
     )  # fmt: skip
     assert llm.stdout is not None
-    llm_url = llm.stdout.readline().strip()
+    args.llm_url = llm.stdout.readline().strip()
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
 
     def measure(target: str, rooms: int) -> bool:
-        row = level(target, rooms, args, llm_url)
+        row = level(target, rooms, args, llm)
         rows.append(row)
         print(
             f"{target} {rooms} rooms: p99 {row['p99']:.1f} ms, pace {row['pace']:.3f}, "
-            f"{row['cpu_us']:.0f} µs CPU/token, {'ok' if row['ok'] else 'MISSED'}",
+            f"{row['cpu_us']:.0f} µs CPU/token, model server + clients {row['others']:.2f} cores, "
+            f"{'ok' if row['ok'] else 'MISSED'}",
             file=sys.stderr,
             flush=True,
         )
         return bool(row["ok"])
 
     try:
-        for target in args.targets:
-            if args.rooms:
-                for rooms in args.rooms:
+        # Targets take turns level by level, so a change in the machine's load falls on all of them alike.
+        if args.rooms:
+            for rooms in args.rooms:
+                for target in args.targets:
                     measure(target, rooms)
-                continue
-            passed, failed = 0, 0  # ramp until a level misses, then halve the gap twice
+        else:
+            passed = dict.fromkeys(args.targets, 0)
+            failed = dict.fromkeys(args.targets, 0)
             for rooms in [n for n in LEVELS if n <= args.max_rooms]:
-                if not measure(target, rooms):
-                    failed = rooms
-                    break
-                passed = rooms
-            for _ in range(2 if failed else 0):
-                middle = (passed + failed) // 2
-                if middle in (passed, failed):
-                    break
-                if measure(target, middle):
-                    passed = middle
-                else:
-                    failed = middle
+                for target in [t for t in args.targets if not failed[t]]:
+                    if measure(target, rooms):
+                        passed[target] = rooms
+                    else:
+                        failed[target] = rooms
+            for _ in range(2):  # then halve the gap between the last level held and the first missed, twice
+                for target in [t for t in args.targets if failed[t]]:
+                    middle = (passed[target] + failed[target]) // 2
+                    if middle in (passed[target], failed[target]):
+                        continue
+                    if measure(target, middle):
+                        passed[target] = middle
+                    else:
+                        failed[target] = middle
     finally:
         llm.terminate()
         llm.wait()
@@ -483,14 +501,15 @@ def main() -> None:
         f"replies, rooms started over {args.spread:g} s, Moot's frames {args.frame_ms} ms\n"
     )
     print(
-        "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token | ok |"
+        "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token "
+        "| model server + clients, cores | ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for r in sorted(rows, key=lambda r: (args.targets.index(r["target"]), r["rooms"])):
         print(
             f"| {r['target']} | {r['rooms']} | {r['tokens']} | {r['frames']} | {r['tokens_per_s']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['pace']:.3f} | {r['cpu_us']:.0f} "
-            f"| {'yes' if r['ok'] else 'no'} |"
+            f"| {r['others']:.2f} | {'yes' if r['ok'] else 'no'} |"
         )
     print()
     for target in args.targets:

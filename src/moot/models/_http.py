@@ -24,6 +24,7 @@ import certifi
 import httpx
 
 from moot.models._guard import GuardedBackend, NetworkRefused, refused_in
+from moot.models._net import AsyncioBackend
 from moot.spec import ModelSpec
 
 __all__ = ["httpx_client", "raise_refusal", "sdk_http_client", "ssl_context"]
@@ -42,7 +43,7 @@ def httpx_client(spec: ModelSpec, **options: Any) -> httpx.AsyncClient:
     """The lean adapter's client for `spec`; `options` (base_url, headers, timeout) go to httpx as they are."""
     import httpcore
 
-    return httpx.AsyncClient(**_policy(spec, httpx, httpcore), **options)
+    return _with_asyncio_reads(httpx.AsyncClient(**_policy(spec, httpx, httpcore), **options), httpcore)
 
 
 def sdk_http_client(spec: ModelSpec, client_class: Callable[..., Client]) -> Client:
@@ -50,7 +51,7 @@ def sdk_http_client(spec: ModelSpec, client_class: Callable[..., Client]) -> Cli
     import httpcore2
     import httpx2
 
-    return client_class(**_policy(spec, httpx2, httpcore2))
+    return _with_asyncio_reads(client_class(**_policy(spec, httpx2, httpcore2)), httpcore2)
 
 
 def raise_refusal(error: BaseException) -> None:
@@ -80,16 +81,37 @@ def _policy(spec: ModelSpec, httpx_module: ModuleType, httpcore_module: ModuleTy
         options["limits"] = limits
         return options
     transport = httpx_module.AsyncHTTPTransport(verify=ssl_context(), limits=limits)
-    pool = getattr(transport, "_pool", None)
-    if not isinstance(pool, httpcore_module.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
+    pool = _pool_of(transport, httpcore_module)
+    if pool is None:
         # fail closed: a transport we cannot guard must not connect at all
         raise RuntimeError(
             f"{httpx_module.__name__} {httpx_module.__version__}: its connection pool has changed and "
             "private addresses cannot be refused; install the version pyproject.toml allows"
         )
-    pool._network_backend = GuardedBackend(pool._network_backend, httpcore_module, spec.label)
+    pool._network_backend = GuardedBackend(AsyncioBackend(httpcore_module), httpcore_module, spec.label)
     options["transport"] = transport
     return options
+
+
+def _pool_of(transport: object, httpcore_module: ModuleType) -> Any:
+    """The httpcore connection pool behind an httpx transport, if it still has the shape we know."""
+    pool = getattr(transport, "_pool", None)
+    if isinstance(pool, httpcore_module.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
+        return pool
+    return None
+
+
+def _with_asyncio_reads(client: Client, httpcore_module: ModuleType) -> Client:
+    """`client`'s direct connections made on asyncio's streams (`moot.models._net`) rather than anyio's.
+
+    Done on the made client, not by passing a transport, so a client without the private-address guard
+    keeps httpx's HTTP(S)_PROXY support (httpx mounts proxies only when no transport is given); proxied
+    connections keep httpx's own backend. A pool of another shape is left as it is: only slower.
+    """
+    pool = _pool_of(getattr(client, "_transport", None), httpcore_module)
+    if pool is not None and not isinstance(pool._network_backend, GuardedBackend):
+        pool._network_backend = AsyncioBackend(httpcore_module)
+    return client
 
 
 def _refuse_redirects(label: str) -> Callable[[Any], Awaitable[None]]:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import ssl
 import threading
 import time
 from collections import deque
@@ -217,8 +218,10 @@ class FakeLLMServer:
         length_reason: str | None = None,
         announce_window: bool = False,
         response_formats: Sequence[str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.port = port
         self.reply = reply
         self.reply_tokens = reply_tokens
@@ -249,14 +252,14 @@ class FakeLLMServer:
 
     @property
     def url(self) -> str:
-        """`http://host:port`; an OpenAI client's base_url is this plus `/v1`."""
-        return f"http://{self.host}:{self.port}"
+        """`http://host:port` (`https` with `tls`); an OpenAI client's base_url is this plus `/v1`."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # -- running ---------------------------------------------------------------------------------------------
 
     async def start(self) -> Self:
         """Listens in the running event loop; port 0 picks a free port, shown in `url` afterwards."""
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        self._server = await asyncio.start_server(self._connection, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -361,6 +364,8 @@ class FakeLLMServer:
                 headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length") or 0)
         raw = await reader.readexactly(length) if length else b""
+        if "://" in target:  # absolute form, as sent to a proxy: the server serves its path
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
         keep_alive = await self._handle(method, target.partition("?")[0], headers, raw, reader, writer)
         return keep_alive and headers.get("connection", "").lower() != "close"
 
