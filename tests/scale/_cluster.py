@@ -79,5 +79,5 @@ async def worker_pid(store: Store, room_id: str) -> int | None:
     lease = await store.lease(room_id)
     if lease is None:
         return None
-    pid = lease.owner.split(":")[-2]
+    pid = lease.owner.split(":")[1]  # host:pid:random[:boot:namespace:started]
     return int(pid) if pid.isdecimal() else None

@@ -109,6 +109,7 @@ async def _streaming_room(
     """Returns once a room whose lease `held_by` accepts is streaming a turn (seen by its client)."""
     while True:
         waiting = [asyncio.create_task(w.streaming.wait()) for w in watchers if not w.done]
+        assert waiting, "every room ended before one of those asked for was seen streaming"
         try:
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
