@@ -437,7 +437,7 @@ def _restarted(spec: RoomSpec, turn: str) -> TurnRestarted:
 async def _retrying(
     who: str, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
 ) -> T:
-    """`call()`, tried again with backoff while it raises StoreError; the last error is raised.
+    """`call()`, tried again with backoff while it raises a retryable StoreError; the last error is raised.
 
     `until` (monotonic seconds) is when trying again is no longer worth it, however many tries are left.
     """
@@ -446,7 +446,11 @@ async def _retrying(
         try:
             return await call()
         except StoreError as exc:
-            if retry == STORE_RETRIES or (until is not None and time.monotonic() + delay >= until):
+            if (
+                not exc.retryable
+                or retry == STORE_RETRIES
+                or (until is not None and time.monotonic() + delay >= until)
+            ):
                 raise
             logger.warning("%s: %s failed, trying again in %.1f s: %s", who, what, delay, exc)
         await asyncio.sleep(delay)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moot.durable import STORE_RETRIES, DurableRun
+from moot.durable import STORE_RETRIES, DurableRun, _retrying
 from moot.events import (
     Event,
     RoomCompleted,
@@ -25,6 +25,7 @@ from moot.events import (
     TurnRestarted,
     TurnStarted,
 )
+from moot.scale.leases import LetGo
 from moot.spec import RoomSpec
 from moot.store import Store
 
@@ -207,3 +208,16 @@ async def test_hardening_9_a_turn_cut_by_a_crash_is_restarted_for_watchers_when_
         assert events[started].turn_id == "r0:opening:Chair"  # before the turn runs again
         assert restarted in await store.events_after(room.id, 0)  # a watcher who reconnects gets it too
         assert isinstance(events[-1], RoomCompleted)
+
+
+async def test_a_write_refused_on_purpose_is_not_tried_again() -> None:
+    """A worker that let a room go refuses its writes (LetGo): the run ends at once, not after backoff."""
+    calls: list[int] = []
+
+    async def refused() -> None:
+        calls.append(1)
+        raise LetGo("r1")
+
+    with pytest.raises(LetGo):
+        await _retrying("test", "saving a turn", refused)
+    assert calls == [1]

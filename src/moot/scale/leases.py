@@ -34,6 +34,8 @@ RENEW_RETRY_LONGEST = 2.0
 class LetGo(StoreError):
     """The worker let go of this room: it writes nothing more for it; another worker takes it over."""
 
+    retryable = False  # refused on purpose: the run ends at once rather than try again
+
     def __init__(self, room_id: str) -> None:
         super().__init__(
             f"room {room_id}: this worker let go of the room (its lease could not be renewed in time); "

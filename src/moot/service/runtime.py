@@ -420,6 +420,8 @@ class RoomManager:
         except Exception as exc:
             if not started.done():
                 started.set_exception(exc)
+            elif isinstance(exc, MootError):  # a failure it foresaw says what it is: no traceback
+                logger.warning("room %s: the run ended: %s", room_id, exc)
             else:
                 logger.exception("room %s: the run ended with an error", room_id)
         finally:

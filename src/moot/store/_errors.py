@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from moot.exceptions import MootError
 
 
@@ -11,6 +13,8 @@ class StoreError(MootError):
     The message is for whoever runs the server (it may name the database's file or host); `public` is what
     a room's participants may read in its events and results: what happened and what to do, no more.
     """
+
+    retryable: ClassVar[bool] = True  # False: trying again cannot help (the write is refused on purpose)
 
     def __init__(self, message: str, *, public: str | None = None) -> None:
         super().__init__(message)
