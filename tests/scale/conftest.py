@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from moot.store import Store
 from moot.testing.cluster import ClusterUnavailable, RedisServer
-from store.fixtures import database, postgres_database, store_factory
+from store.fixtures import Database, database, postgres_database, store_factory
 from tracing.spans import spans
 
 from ._cluster import missing
@@ -26,3 +27,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+async def store(postgres_database: Database) -> AsyncIterator[Store]:
+    """The tests' PostgreSQL database, emptied, as the scaled-out mode opens it."""
+    await postgres_database.clear()
+    opened = Store.from_url(
+        postgres_database.url, connect_args=postgres_database.connect_args, local_pids=False
+    )
+    yield opened
+    await opened.close()

@@ -4,93 +4,51 @@ first worker reaches PostgreSQL through a TCP proxy the test cuts."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import make_url
 
 from moot.events import RoomCompleted, RoomFailed, RoomPaused
-from moot.scale.bus import EventPublisher, RunQueue, connect
+from moot.scale.bus import RunQueue
 from moot.scale.leases import LetGo, WorkerStore
 from moot.scale.worker import Worker
-from moot.service.runtime import RoomManager
-from moot.settings import Settings
 from moot.spec import RoomSpec
 from moot.store import Store
 from moot.testing.cluster import RedisServer, TcpProxy
 from store.fixtures import Database
 
-from ._cluster import board
+from ._cluster import board, eventually, running_worker
 
 TAKEOVER = 5.0  # leases of 4 s
-
-
-@pytest.fixture
-async def store(postgres_database: Database) -> AsyncIterator[Store]:
-    await postgres_database.clear()
-    opened = Store.from_url(
-        postgres_database.url, connect_args=postgres_database.connect_args, local_pids=False
-    )
-    yield opened
-    await opened.close()
-
-
-@contextlib.asynccontextmanager
-async def running_worker(store: WorkerStore, redis_url: str) -> AsyncIterator[Worker]:
-    redis: Redis = connect(redis_url)
-    publisher = EventPublisher(redis, maxlen=1000)
-    settings = Settings(redis_url=redis_url, takeover_seconds=TAKEOVER)
-    manager = RoomManager(store, lease_ttl=TAKEOVER * 0.8, sink=publisher.sink)
-    worker = Worker(settings, store, manager, publisher)
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 30)
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 60)
-        await publisher.close()
-        await redis.aclose()
-        await store.close()
-
-
-async def _wait(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    """Until `check()` holds, looking again every 50 ms; fails naming `what` after two minutes."""
-    try:
-        async with asyncio.timeout(120):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_scale_a_worker_cut_from_its_database_lets_the_room_go_and_another_takes_it_over(
     postgres_database: Database, store: Store, redis_server: RedisServer
 ) -> None:
     url = make_url(postgres_database.url)
-    async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+    async with (
+        TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
+        contextlib.AsyncExitStack() as closing,
+    ):
         cut_off = WorkerStore.from_url(
             url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
             connect_args=postgres_database.connect_args,
             local_pids=False,
         )
         assert isinstance(cut_off, WorkerStore)
+        closing.push_async_callback(cut_off.close)
         room = await store.create_room(RoomSpec.from_data(board(3, 20.0)))
-        async with running_worker(cut_off, redis_server.url) as first:
+        async with running_worker(cut_off, redis_server.url, TAKEOVER) as first:
             await RunQueue(first.redis).enqueue(room.id)
-            await _wait("the room to run on the first worker", lambda: _running(first, room.id))
-            await _wait("a turn to be stored", lambda: _stored(store, room.id))
+            await eventually("the room to run on the first worker", lambda: _running(first, room.id))
+            await eventually("a turn to be stored", lambda: _stored(store, room.id))
             first.capacity = 0  # it takes no room again: the one that takes this room over is another
 
             await proxy.cut()
-            await _wait("the first worker to let the room go", lambda: _let_go(cut_off, room.id))
+            await eventually("the first worker to let the room go", lambda: _let_go(cut_off, room.id))
             await proxy.mend()  # its database is back while the run it let go still ends
-            await _wait("the run let go to end", lambda: _ended(first, room.id))
+            await eventually("the run let go to end", lambda: _ended(first, room.id))
 
             stored = await store.get_room(room.id)
             assert stored.status == "running", "a room let go stays stored as running, for another worker"
@@ -102,8 +60,9 @@ async def test_scale_a_worker_cut_from_its_database_lets_the_room_go_and_another
             second_store = WorkerStore.from_url(
                 postgres_database.url, connect_args=postgres_database.connect_args, local_pids=False
             )
-            async with running_worker(second_store, redis_server.url) as second:  # type: ignore[arg-type]
-                await _wait("the room to complete", lambda: _completed(store, room.id))
+            closing.push_async_callback(second_store.close)
+            async with running_worker(second_store, redis_server.url, TAKEOVER) as second:
+                await eventually("the room to complete", lambda: _completed(store, room.id))
                 assert second.manager.metrics.turns_completed > 0, "the second worker ran the rest"
 
     events = await store.events_after(room.id, 0)

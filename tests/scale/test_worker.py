@@ -3,62 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from moot import durable, tracing
 from moot.durable import DurableRun
-from moot.scale.bus import EventPublisher, RunQueue, connect, room_key, send_control
+from moot.scale.bus import RunQueue, room_key, send_control
 from moot.scale.worker import Worker
-from moot.service.runtime import RoomManager
-from moot.settings import Settings
 from moot.spec import RoomSpec
 from moot.store import Store
 from moot.testing.cluster import RedisServer
-from store.fixtures import Database
 from tracing.spans import Spans
 
-from ._cluster import board
-
-
-@pytest.fixture
-async def store(postgres_database: Database) -> AsyncIterator[Store]:
-    await postgres_database.clear()
-    opened = Store.from_url(
-        postgres_database.url, connect_args=postgres_database.connect_args, local_pids=False
-    )
-    yield opened
-    await opened.close()
+from ._cluster import board, eventually, running_worker
 
 
 @pytest.fixture
 async def worker(store: Store, redis_server: RedisServer) -> AsyncIterator[Worker]:
-    redis: Redis = connect(redis_server.url)
-    publisher = EventPublisher(redis, maxlen=1000)
-    settings = Settings(redis_url=redis_server.url, takeover_seconds=5)
-    manager = RoomManager(store, lease_ttl=4, sink=publisher.sink)
-    running = Worker(settings, store, manager, publisher)
-    task = asyncio.create_task(running.run())
-    await asyncio.wait_for(running.ready.wait(), 30)
-    yield running
-    running.stop()
-    await asyncio.wait_for(task, 60)
-    await publisher.close()
-    await redis.aclose()
-
-
-async def _wait(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    """Until `check()` holds, looking again every 50 ms; fails naming `what` after a minute."""
-    try:
-        async with asyncio.timeout(60):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    async with running_worker(store, redis_server.url) as running:
+        yield running
 
 
 async def test_scale_words_and_pause_reach_the_worker_through_the_control_channel(
@@ -75,12 +39,12 @@ async def test_scale_words_and_pause_reach_the_worker_through_the_control_channe
     monkeypatch.setattr(DurableRun, "feed", spy)
     room = await store.create_room(RoomSpec.from_data(board(1, 2.0)))  # slow: the opening takes many seconds
     await RunQueue(worker.redis).enqueue(room.id)
-    await _wait("the room to run", lambda: _running_here(worker, room.id))
+    await eventually("the room to run", lambda: _running_here(worker, room.id))
     await store.add_intervention(room.id, "Keep it under a page.", author="Eve")
     await send_control(worker.redis, room.id, "words")
-    await _wait("the words to be fed", lambda: _has(fed, "Keep it under a page."))
+    await eventually("the words to be fed", lambda: _has(fed, "Keep it under a page."))
     await send_control(worker.redis, room.id, "pause", "lunch")
-    await _wait("the room to pause", lambda: _status(store, room.id, "paused"))
+    await eventually("the room to pause", lambda: _status(store, room.id, "paused"))
     assert not worker.manager.is_running(room.id)
     kinds = [fields.get("k") for _, fields in await worker.redis.xrange(room_key(room.id))]
     assert kinds[0] == "begin"
@@ -90,9 +54,9 @@ async def test_scale_words_and_pause_reach_the_worker_through_the_control_channe
 async def test_scale_a_stopping_worker_hands_its_rooms_on(worker: Worker, store: Store) -> None:
     room = await store.create_room(RoomSpec.from_data(board(2, 5.0)))
     await RunQueue(worker.redis).enqueue(room.id)
-    await _wait("the room to run", lambda: _running_here(worker, room.id))
+    await eventually("the room to run", lambda: _running_here(worker, room.id))
     worker.stop()
-    await _wait("the room to pause", lambda: _status(store, room.id, "paused"))
+    await eventually("the room to pause", lambda: _status(store, room.id, "paused"))
     requests = await worker.redis.xrange("moot:runs")
     assert [fields["room"] for _, fields in requests][-1] == room.id  # asked for again, for another worker
 
@@ -104,7 +68,7 @@ async def test_scale_a_queued_run_continues_the_trace_of_the_request_that_asked(
     tracer = spans.provider.get_tracer("test")
     with tracer.start_as_current_span("POST run") as asking:
         await RunQueue(worker.redis).enqueue(room.id, tracing.carrier())
-    await _wait("the room to complete", lambda: _status(store, room.id, "completed"))
+    await eventually("the room to complete", lambda: _status(store, room.id, "completed"))
     await asyncio.to_thread(spans.run_ended.wait, 60)
     [run] = spans.named("invoke_workflow")
     assert run.parent is not None
