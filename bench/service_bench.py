@@ -309,14 +309,10 @@ async def _postgres(statement: str, url: str) -> None:
         await connection.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
     """A fresh target process with `rooms` rooms and their clients: latency, pace and CPU."""
+    from moot.testing.cluster import cpu_seconds
+
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         common = ["--llm", args.llm_url, "--rooms", str(rooms), "--tokens", str(args.tokens)]
@@ -341,12 +337,12 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
-        began, model_cpu = time.monotonic(), _cpu_seconds(llm.pid)
+        began, model_cpu = time.monotonic(), cpu_seconds(llm.pid)
         service.stdin.write("go\n")
         service.stdin.flush()
         assert client.wait(timeout=600) == 0
         wall = time.monotonic() - began
-        model_cpu = _cpu_seconds(llm.pid) - model_cpu
+        model_cpu = cpu_seconds(llm.pid) - model_cpu
         service.stdin.write("end\n")
         service.stdin.flush()
         assert service.stdout.readline().strip() == "done"

@@ -25,29 +25,9 @@ from typing import Any
 
 import httpx
 
-from moot.testing.cluster import ADMIN, Deployment, Watcher, deployment
+from moot.testing.cluster import ADMIN, Deployment, Watcher, board, cpu_seconds, deployment
 
 POSTGRES_URL = os.environ.get("MOOT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def room(seed: int, speed: float) -> dict[str, Any]:
-    return {
-        "task": "Should our 40-person studio move to a four-day week?",
-        "protocol": "board",
-        "max_rounds": 1,
-        "models": {"sim": {"provider": "simulated", "seed": seed, "tokens_per_second": speed}},
-        "default_model": "sim",
-        "agents": [
-            {"name": "Chair", "role": "moderator", "persona": "a neutral chair"},
-            {"name": "Ana", "persona": "a cautious engineer"},
-            {"name": "Ben", "persona": "an ambitious product lead"},
-        ],
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Pace:
@@ -88,7 +68,10 @@ async def _run(deployed: Deployment, rooms: int, speed: float, reference: float)
         timeout=120,
         limits=httpx.Limits(max_keepalive_connections=0),
     ) as http:
-        ids = [(await http.post("/rooms", json=room(seed, speed))).json()["id"] for seed in range(rooms)]
+        ids = [
+            (await http.post("/rooms", json=board(seed, speed, rounds=1))).json()["id"]
+            for seed in range(rooms)
+        ]
         watchers = [Watcher(room_id, deployed) for room_id in ids]
         following = [asyncio.create_task(w.follow(pace)) for w in watchers]
         cpu_before = sum(cpu_seconds(w.proc.pid) for w in deployed.workers)

@@ -21,7 +21,7 @@ from moot.service.runtime import RoomManager
 from moot.settings import Settings
 from moot.store import Store
 from moot.testing import cluster
-from moot.testing.cluster import ADMIN, ClusterUnavailable, Deployment, Watcher
+from moot.testing.cluster import ADMIN, ClusterUnavailable, Deployment, Watcher, board
 from store.fixtures import POSTGRES_URL
 
 __all__ = [
@@ -38,22 +38,6 @@ __all__ = [
 ]
 
 ROOMS = int(os.environ.get("MOOT_TEST_SCALE_ROOMS", "20"))
-
-
-def board(seed: int, tokens_per_second: float) -> dict[str, Any]:
-    """A board meeting of a chair and two members over two rounds, on the simulated model."""
-    return {
-        "task": "Should our 40-person studio move to a four-day week?",
-        "protocol": "board",
-        "max_rounds": 2,
-        "models": {"sim": {"provider": "simulated", "seed": seed, "tokens_per_second": tokens_per_second}},
-        "default_model": "sim",
-        "agents": [
-            {"name": "Chair", "role": "moderator", "persona": "a neutral chair"},
-            {"name": "Ana", "persona": "a cautious engineer"},
-            {"name": "Ben", "persona": "an ambitious product lead"},
-        ],
-    }
 
 
 def missing(reason: str) -> NoReturn:

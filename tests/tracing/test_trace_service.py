@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from moot.testing.servers import FakeLLMServer
@@ -19,6 +20,13 @@ from .spans import Spans
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+def _continues_the_clients_trace(span: ReadableSpan) -> None:
+    """A server span in the trace the client's `traceparent` named, its parent the client's span."""
+    assert span.kind == SpanKind.SERVER and span.context is not None
+    assert format(span.context.trace_id, "032x") == CLIENT_TRACE  # the client's trace goes on
+    assert span.parent is not None and format(span.parent.span_id, "016x") == CLIENT_SPAN
 
 
 def _room() -> dict[str, Any]:
@@ -53,9 +61,7 @@ async def test_trace_the_run_request_is_the_parent_of_the_run(spans: Spans, tmp_
     requests = spans.named("POST /api/v1/rooms/{room_id}/run")
     assert len(requests) == 2
     first, refused = sorted(requests, key=lambda s: s.start_time or 0)
-    assert first.kind == SpanKind.SERVER and first.context is not None
-    assert format(first.context.trace_id, "032x") == CLIENT_TRACE  # the client's trace goes on
-    assert first.parent is not None and format(first.parent.span_id, "016x") == CLIENT_SPAN
+    _continues_the_clients_trace(first)
     assert (first.attributes or {})["moot.room.id"] == room_id
     assert (first.attributes or {})["http.route"] == "/api/v1/rooms/{room_id}/run"
 
@@ -107,9 +113,7 @@ async def test_trace_the_websocket_run_command_is_the_parent_of_the_run(spans: S
     commands = spans.named("run /api/v1/rooms/{room_id}/ws")
     assert len(commands) == 2
     first, refused = sorted(commands, key=lambda s: s.start_time or 0)
-    assert first.kind == SpanKind.SERVER and first.context is not None
-    assert format(first.context.trace_id, "032x") == CLIENT_TRACE  # the client's trace goes on
-    assert first.parent is not None and format(first.parent.span_id, "016x") == CLIENT_SPAN
+    _continues_the_clients_trace(first)
     assert dict(first.attributes or {}) == {
         "http.route": "/api/v1/rooms/{room_id}/ws",
         "moot.command": "run",

@@ -48,6 +48,8 @@ __all__ = [
     "RedisServer",
     "TcpProxy",
     "Watcher",
+    "board",
+    "cpu_seconds",
     "deployment",
     "free_port",
     "new_database",
@@ -58,6 +60,28 @@ __all__ = [
 ADMIN = "moot_scale-admin-token"
 """The admin token the deployment's API processes accept (`Authorization: Bearer ADMIN`)."""
 SECRET_KEY = "k1yC2aXUOEnCLAE3G3o9x3b4-UTKZr2iKuLg0pEqB6A="  # a Fernet key for these processes only
+
+
+def board(seed: int, tokens_per_second: float, rounds: int = 2) -> dict[str, Any]:
+    """A board meeting of a chair and two members on the simulated model: the rooms the mode is tried on."""
+    return {
+        "task": "Should our 40-person studio move to a four-day week?",
+        "protocol": "board",
+        "max_rounds": rounds,
+        "models": {"sim": {"provider": "simulated", "seed": seed, "tokens_per_second": tokens_per_second}},
+        "default_model": "sim",
+        "agents": [
+            {"name": "Chair", "role": "moderator", "persona": "a neutral chair"},
+            {"name": "Ana", "persona": "a cautious engineer"},
+            {"name": "Ben", "persona": "an ambitious product lead"},
+        ],
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ClusterUnavailable(RuntimeError):
