@@ -43,6 +43,7 @@ from sqlalchemy.pool import NullPool
 __all__ = [
     "ADMIN",
     "ClusterUnavailable",
+    "CpuQuota",
     "Deployment",
     "Process",
     "RedisServer",
@@ -86,6 +87,69 @@ def cpu_seconds(pid: int) -> float:
 
 class ClusterUnavailable(RuntimeError):
     """Something the deployment needs is missing here: redis-server, or a PostgreSQL to make a database in."""
+
+
+class CpuQuota:
+    """A cgroup of its own that caps the processes put in it at `cores` of CPU time (Linux, as root).
+
+    For benchmarks on a machine with few cores: capped at a fixed share each, one worker against two reads
+    what a second worker adds, where otherwise every process would compete for the same cores. cgroup v2's
+    `cpu.max` where the unified hierarchy is mounted at /sys/fs/cgroup, else v1's `cpu.cfs_quota_us`.
+    ClusterUnavailable when neither can be written here.
+    """
+
+    PERIOD_US = 100_000
+    ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self, name: str, cores: float) -> None:
+        if cores <= 0:
+            raise ValueError(f"a CPU quota must be more than 0 cores, not {cores}")
+        quota = max(1000, round(cores * self.PERIOD_US))
+        v2 = (self.ROOT / "cgroup.controllers").exists()
+        self.path = self.ROOT / name if v2 else self.ROOT / "cpu" / name
+        try:
+            if v2:
+                (self.ROOT / "cgroup.subtree_control").write_text("+cpu")
+            self.path.mkdir(exist_ok=True)
+            if v2:
+                (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        except OSError as exc:
+            raise ClusterUnavailable(
+                f"cannot cap CPU here ({self.path}: {exc}); run as root on Linux with cgroups mounted"
+            ) from exc
+        self.cores = quota / self.PERIOD_US
+
+    def add(self, pid: int) -> None:
+        """Moves the process (all its threads) into the group."""
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled_seconds(self) -> float:
+        """How long the group's processes waited, in all, because they had used up their quota."""
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "throttled_usec":
+                return int(value) / 1e6
+            if key == "throttled_time":  # v1: nanoseconds
+                return int(value) / 1e9
+        return 0.0
+
+    def close(self) -> None:
+        """Moves what is left back to the parent group and removes this one."""
+        with contextlib.suppress(OSError):
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.path.parent / "cgroup.procs").write_text(pid)
+        for _ in range(50):  # a process that just exited leaves the group a moment later
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.02)
 
 
 def redis_binary() -> str:
