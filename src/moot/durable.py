@@ -12,6 +12,9 @@ The database may fail while a room runs (locked, restarted, unreachable). Every 
 renew the lease and take in words stored elsewhere retry with backoff; what still fails pauses the room with
 a plain reason rather than dying unseen, and the end of a run is always written, retried as its writes are.
 What participants read of such a failure never names the database: the details go to the server log.
+A store may say until when a room's calls are worth trying again whatever the count (`retry_horizon`): a
+worker's store says until its lease on the room is surely held, so that the room waits for the database
+and then goes on, or is let go by the worker and ends without writing anything (`moot.scale.leases`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ POLL_EVERY = 0.5  # how often this process looks for words stored elsewhere, for
 STORE_RETRIES = 4
 RETRY_FIRST = 0.2
 RETRY_LONGEST = 5.0
+# Before the store's retry horizon a call is tried again at least this often: soon after the database is back.
+RETRY_WHILE_HELD = 1.0
 CUT_BY_CRASH = "the process running the room stopped during this turn; it starts over"
 
 
@@ -290,8 +295,8 @@ class DurableRun(Steerable):
             self._partial_saved.pop(event.turn_id, None)
         self._unsaved.append(event)
         if isinstance(event, RoomPaused | RoomCompleted | RoomFailed):
-            try:
-                await self._flush()
+            try:  # tried again only before the store's horizon: a worker's room ends stored, or let go unseen
+                await self._retrying("storing the run's last events", self._flush, retries=0)
             except StoreError as exc:  # kept: the end of the run tries again, with backoff
                 logger.warning("room %s: storing the run's last events failed: %s", self.room_id, exc)
 
@@ -336,7 +341,9 @@ class DurableRun(Steerable):
         finally:
             try:
                 await self._retrying(
-                    "letting go of the lease", lambda: self.store.release(self.room_id, self._owner)
+                    "letting go of the lease",
+                    lambda: self.store.release(self.room_id, self._owner),
+                    while_held=False,  # the room's end is stored: the lease may as well run out
                 )
             except StoreError as exc:  # it runs out by itself within the lease's time
                 logger.warning("room %s: letting go of the lease failed: %s", self.room_id, exc)
@@ -351,10 +358,12 @@ class DurableRun(Steerable):
             await asyncio.sleep(self._renew_every)
             began = time.monotonic()
             try:
+                # by the lease's own time: a worker's store keeps trying itself, until it lets the room go
                 held = await self._retrying(
                     "renewing the lease",
                     lambda: self.store.renew(self.room_id, self._owner, self._ttl),
                     until=renewed + self._ttl * 0.75,
+                    while_held=False,
                 )
             except StoreError as exc:
                 logger.error("room %s: the lease could not be renewed, pausing: %s", self.room_id, exc)
@@ -371,13 +380,25 @@ class DurableRun(Steerable):
     async def take_stored_words(self) -> None:
         """Takes in the words stored for this room by other processes (the HTTP service, another terminal).
 
-        Retried; when the database stays unreadable the room pauses rather than go on without them.
+        Retried; when the database stays unreadable the room pauses rather than go on without them, unless
+        the store's horizon is still ahead: then the poller reads them once the database is back (this
+        call comes from a worker's control channel, which must not wait for one room that long).
         """
         try:
             pending = await self._retrying(
-                "reading words stored elsewhere", lambda: self.store.pending_interventions(self.room_id)
+                "reading words stored elsewhere",
+                lambda: self.store.pending_interventions(self.room_id),
+                while_held=False,
             )
         except StoreError as exc:
+            horizon = self.store.retry_horizon(self.room_id)
+            if exc.retryable and horizon is not None and time.monotonic() < horizon:
+                logger.warning(
+                    "room %s: reading words stored elsewhere failed; the poller reads them later: %s",
+                    self.room_id,
+                    exc,
+                )
+                return
             self.words_unreadable(exc)
             return
         for words in pending:
@@ -406,9 +427,19 @@ class DurableRun(Steerable):
             run.pause(f"{what} failed unexpectedly, so the room is paused; resume it to go on")
 
     async def _retrying(
-        self, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        until: float | None = None,
+        while_held: bool = True,
+        retries: int = STORE_RETRIES,
     ) -> T:
-        return await _retrying(f"room {self.room_id}", what, call, until=until)
+        """`_retrying` for this room; `while_held`: before the store's horizon for it, whatever the count."""
+        horizon = (lambda: self.store.retry_horizon(self.room_id)) if while_held else None
+        return await _retrying(
+            f"room {self.room_id}", what, call, until=until, horizon=horizon, retries=retries
+        )
 
     def _plain(self, exc: StoreError, what: str) -> StoreError:
         """The error as participants may read it (no database path, host or password); details to the log."""
@@ -435,27 +466,42 @@ def _restarted(spec: RoomSpec, turn: str) -> TurnRestarted:
 
 
 async def _retrying(
-    who: str, what: str, call: Callable[[], Awaitable[T]], *, until: float | None = None
+    who: str,
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    until: float | None = None,
+    horizon: Callable[[], float | None] | None = None,
+    retries: int = STORE_RETRIES,
 ) -> T:
     """`call()`, tried again with backoff while it raises a retryable StoreError; the last error is raised.
 
-    `until` (monotonic seconds) is when trying again is no longer worth it, however many tries are left.
+    At most `retries` times; `until` (monotonic seconds) is when trying again is no longer worth it,
+    however many tries are left. `horizon()`, asked at the first failure, may name a later time (a store's
+    `retry_horizon`): before it the call is tried again, at least every `RETRY_WHILE_HELD` seconds, whatever
+    the count and `until`; past it they decide again. A store that refuses on purpose (not retryable) ends
+    it at once.
     """
     delay = RETRY_FIRST
-    for retry in range(STORE_RETRIES + 1):
+    retry = 0
+    held: float | None = None
+    while True:
         try:
             return await call()
         except StoreError as exc:
-            if (
-                not exc.retryable
-                or retry == STORE_RETRIES
-                or (until is not None and time.monotonic() + delay >= until)
-            ):
+            if not exc.retryable:
+                raise
+            now = time.monotonic()
+            if retry == 0 and horizon is not None:
+                held = horizon()  # fixed now: a room whose lease is renewed meanwhile does not wait forever
+            if held is not None and now < held:
+                delay = min(delay, RETRY_WHILE_HELD)
+            elif retry >= retries or (until is not None and now + delay >= until):
                 raise
             logger.warning("%s: %s failed, trying again in %.1f s: %s", who, what, delay, exc)
         await asyncio.sleep(delay)
+        retry += 1
         delay = min(delay * 2, RETRY_LONGEST)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _InProcess:
@@ -522,11 +568,17 @@ class _InProcess:
         runs = dict(self.runs)
         if not runs:
             return
+        store = self.store
+
+        def horizon() -> float | None:  # in a worker: until the last of these rooms' leases surely holds
+            return max((h for room in runs if (h := store.retry_horizon(room)) is not None), default=None)
+
         try:
             pending = await _retrying(
                 "this process",
                 "reading words stored elsewhere",
-                lambda: self.store.pending_interventions_for(list(runs)),
+                lambda: store.pending_interventions_for(list(runs)),
+                horizon=horizon,
             )
         except StoreError as exc:
             for run in runs.values():

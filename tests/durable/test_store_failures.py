@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from moot import durable
 from moot.durable import STORE_RETRIES, DurableRun, _retrying
 from moot.events import (
     Event,
@@ -27,7 +29,7 @@ from moot.events import (
 )
 from moot.scale.leases import LetGo
 from moot.spec import RoomSpec
-from moot.store import Store
+from moot.store import Store, StoreError
 
 from ._support import HeldModel, Holder, Reader, Watched, board, chaired_by, execute
 
@@ -221,3 +223,47 @@ async def test_a_write_refused_on_purpose_is_not_tried_again() -> None:
     with pytest.raises(LetGo):
         await _retrying("test", "saving a turn", refused)
     assert calls == [1]
+
+
+async def test_before_the_stores_horizon_a_failed_call_is_tried_past_its_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's store names until when its lease on a room surely holds: until then the run keeps trying
+    (the database may be back, or the worker lets the room go); past it, or without one, the count decides."""
+    monkeypatch.setattr(durable, "RETRY_FIRST", 0.001)
+    monkeypatch.setattr(durable, "RETRY_WHILE_HELD", 0.001)
+
+    def failing(times: int) -> Callable[[], Awaitable[str]]:
+        calls: list[int] = []
+
+        async def call() -> str:
+            calls.append(1)
+            if len(calls) <= times:
+                raise StoreError("the database is away")
+            return "saved"
+
+        return call
+
+    asked: list[float] = []
+
+    def horizon() -> float:
+        asked.append(1)
+        return time.monotonic() + 600
+
+    past_the_count = STORE_RETRIES + 3
+    assert await _retrying("test", "saving a turn", failing(past_the_count), horizon=horizon) == "saved"
+    assert len(asked) == 1, "the horizon is taken once, at the first failure"
+    with pytest.raises(StoreError):
+        await _retrying("test", "saving a turn", failing(past_the_count), horizon=lambda: None)
+    with pytest.raises(StoreError):
+        await _retrying("test", "saving a turn", failing(past_the_count), horizon=time.monotonic)
+    assert await _retrying("test", "saving a turn", failing(STORE_RETRIES), horizon=lambda: None) == "saved"
+    with pytest.raises(StoreError):  # no retries of its own: only the horizon's
+        await _retrying("test", "storing the run's last events", failing(1), retries=0)
+    assert await _retrying("test", "storing", failing(3), horizon=horizon, retries=0) == "saved"
+    with pytest.raises(LetGo):  # refused on purpose: at once, horizon or not
+        await _retrying("test", "saving a turn", _refused, horizon=horizon)
+
+
+async def _refused() -> None:
+    raise LetGo("r1")

@@ -208,3 +208,31 @@ async def test_scale_reader_ignores_entries_that_are_not_events(redis: Redis) ->
     assert recorder.calls == ["begin", 5]
     assert reader.is_open("r3")
     await reader.close()
+
+
+async def test_scale_a_room_let_go_publishes_nothing_more_until_its_next_run(redis: Redis) -> None:
+    """What a run sends once its worker let it go (its pause) is stored nowhere: it never reaches Redis, nor
+    does the end of that run; the room's next run here publishes as usual."""
+    let_go: set[str] = set()
+    publisher = EventPublisher(redis, maxlen=1000, frame=0)
+    publisher.withhold(let_go.__contains__)
+    sink = publisher.sink("r5")
+    sink.begin()
+    sink.publish(delta(1))
+    let_go.add("r5")
+    sink.publish(RoomPaused(seq=2, round=1, reason="this worker lost the database"))
+    sink.close()
+    publisher.sink("r6").begin()  # another room goes on
+    let_go.discard("r5")  # the lease taken again here: a new run
+    again = publisher.sink("r5")
+    again.begin()
+    again.publish(delta(100_003))
+    again.close()
+    await asyncio.wait_for(publisher.flush(), 30)
+    recorder = Recorder()
+    reader = EventReader(redis)
+    await asyncio.wait_for(reader.watch("r5", recorder).wait(), 30)
+    assert recorder.calls == ["begin", 1, "begin", 100_003]  # no pause, no end between the runs
+    assert [fields["k"] for _, fields in await redis.xrange(room_key("r6"))] == ["begin"]
+    await reader.close()
+    await publisher.close()

@@ -213,25 +213,34 @@ def _control(data: object) -> tuple[str, ControlOp, str] | None:
 
 
 class RoomSink:
-    """One room's run as the worker publishes it: `begin`, `publish` each event, `close`; never waits."""
+    """One room's run as the worker publishes it: `begin`, `publish` each event, `close`; never waits.
+
+    Nothing more goes once the worker let the room go (`EventPublisher.withhold`): what the run sends then
+    (its pause, its failure) is stored nowhere, and the stream shows the run as it shows a killed worker's,
+    begun and never ended, until the next worker's run begins.
+    """
 
     def __init__(self, publisher: EventPublisher, room_id: str) -> None:
         self._publisher = publisher
         self.room_id = room_id
         # joined here, once: every API process then relays the same frames, so a client that reconnects to
         # another one ends with exactly the text of one that did not
-        self._frames = Frames(lambda event: publisher.put(room_id, event), publisher.frame)
+        self._frames = Frames(self._put, publisher.frame)
 
     def begin(self) -> None:
         self._frames.reset()
-        self._publisher.put(self.room_id, {"k": "begin"})
+        self._put({"k": "begin"})
 
     def publish(self, event: Event) -> None:
         self._frames.publish(event)
 
     def close(self) -> None:
         self._frames.flush()
-        self._publisher.put(self.room_id, {"k": "end"})
+        self._put({"k": "end"})
+
+    def _put(self, item: Event | dict[str, str]) -> None:
+        if not self._publisher.withheld(self.room_id):
+            self._publisher.put(self.room_id, item)
 
 
 class EventPublisher:
@@ -253,9 +262,14 @@ class EventPublisher:
         self.failed = asyncio.Event()  # set once a write failed (Redis away)
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.withheld: Callable[[str], bool] = lambda _room_id: False
 
     def sink(self, room_id: str) -> RoomSink:
         return RoomSink(self, room_id)
+
+    def withhold(self, let_go: Callable[[str], bool]) -> None:
+        """`let_go(room_id)`: whether the worker let the room go; its sink sends nothing more while so."""
+        self.withheld = let_go
 
     def put(self, room_id: str, item: Event | dict[str, str]) -> None:
         self._pending.setdefault(room_id, []).append(item)

@@ -8,7 +8,9 @@ store refuses every write for the room, as if the database were gone for it alon
 without touching the room: it stays stored as running, with a lease that runs out, and is taken over.
 
 Renewing a lease here keeps trying, with backoff, until it works or the worker lets the room go: in a worker
-the worker's own clock on the lease decides, not how many tries one renewal had.
+the worker's own clock on the lease decides, not how many tries one renewal had. The run's other calls for a
+room do the same (`retry_horizon`): a database that is away for less than the worker's margin only holds
+the room up, and one away for longer gets the room let go before any of them gives up and says so.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class WorkerStore(Store):
     def held_until(self, room_id: str) -> float | None:
         """When the lease last taken or renewed here runs out at the earliest: the start of that call plus
         its ttl (the database's expiry is later). None when this process holds none for the room."""
+        return self._held_until.get(room_id)
+
+    def retry_horizon(self, room_id: str) -> float | None:
+        """A failed call for the room is tried again until its lease may run out: the worker lets the room go
+        before then (a quarter of a lease before), so the call either works or is refused as `LetGo`."""
         return self._held_until.get(room_id)
 
     def let_go(self, room_id: str) -> None:

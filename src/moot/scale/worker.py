@@ -9,8 +9,9 @@ claims run requests another worker took but never handled. A lease lasts `takeov
 killed worker's rooms run again within `takeover` seconds (default 15).
 
 A worker that cannot renew a room's lease (its database is gone) lets the room go a quarter of a lease
-before the lease may run out (`moot.scale.leases`): the run ends at once and writes nothing more, the room
-stays stored as running, and whichever worker finds it once the database is back resumes it.
+before the lease may run out (`moot.scale.leases`): the run ends at once, writes nothing more and publishes
+nothing more (its pause would be stored nowhere), the room stays stored as running, and whichever worker
+finds it once the database is back resumes it. Until then the run's calls wait for the database.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Worker:
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._letting_go: dict[str, asyncio.Task[None]] = {}
+        if isinstance(store, WorkerStore):  # a room let go ends unseen: watchers see what the store keeps
+            publisher.withhold(store.is_let_go)
 
     @property
     def lease_ttl(self) -> float:
@@ -74,8 +77,10 @@ class Worker:
             asyncio.create_task(self._take_loop(), name="moot-take"),
             asyncio.create_task(self._takeover_loop(), name="moot-takeover"),
         ]
+        leases = None
         if isinstance(self.store, WorkerStore):  # a store that keeps account of its leases
-            loops.append(asyncio.create_task(self._lease_loop(), name="moot-leases"))
+            leases = asyncio.create_task(self._lease_loop(), name="moot-leases")
+            loops.append(leases)
         try:
             await self.manager.start()  # rooms paused by a shutdown, or left by a killed process
             with contextlib.suppress(TimeoutError):
@@ -89,11 +94,16 @@ class Worker:
                     logger.error("worker %s: a loop failed: %r", self.name, task.exception())
             stopping.cancel()
         finally:
-            for task in loops:
+            others = [task for task in loops if task is not leases]
+            for task in others:
                 task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*others, return_exceptions=True)
             rooms = [room for room in self.manager.running() if room not in self._letting_go]
+            # the rooms' pauses wait for the database; a room whose lease may run out meanwhile is let go
             await self.manager.shutdown()
+            if leases is not None:
+                leases.cancel()
+                await asyncio.gather(leases, return_exceptions=True)
             await asyncio.gather(*self._letting_go.values(), return_exceptions=True)
             for room_id in rooms:  # paused for the shutdown: another worker takes them on
                 with contextlib.suppress(MootError):

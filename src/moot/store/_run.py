@@ -58,4 +58,10 @@ class RunStore(Protocol):
 
     async def lease(self, room_id: str) -> Lease | None: ...
 
+    def retry_horizon(self, room_id: str) -> float | None:
+        """Until when (this process's monotonic clock) a failed call for the room is worth trying again,
+        however many tries it took: the lease is surely held until then, and whoever holds it decides what
+        happens by then (a worker lets the room go). None: a fixed number of tries decides."""
+        ...
+
     async def rooms_to_take_over(self, limit: int = 100) -> list[str]: ...

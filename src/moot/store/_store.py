@@ -760,6 +760,10 @@ class Store:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
+    def retry_horizon(self, room_id: str) -> float | None:
+        """None: a failed call for a room is tried again a fixed number of times (`moot.durable`)."""
+        return None
+
     async def lease(self, room_id: str) -> Lease | None:
         """The room's lease as stored, None when there is none."""
         query = select(RoomRow.lease_owner, RoomRow.lease_expires_at, db_now()).where(RoomRow.id == room_id)
