@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast, get_args
 
 from pydantic import SecretStr
-from sqlalchemy import ColumnElement, Executable, case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Executable, Select, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -120,6 +120,16 @@ class StoredIntervention:
     author: str
     text: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a stored run starts from (`Store.run_state`)."""
+
+    transcript: Transcript
+    partials: dict[str, tuple[str, int]]  # turn id -> (text so far, last event seq it includes)
+    last_seq: int
+    pending: list[StoredIntervention]
 
 
 def title_of(spec: RoomSpec) -> str:
@@ -259,6 +269,42 @@ def _process_gone(owner: str) -> bool:
         return False  # it exists, and its start time is hidden from us
     letter, started = state
     return letter in ("Z", "X") or started != claimed.started
+
+
+def _transcript_query(room_id: str) -> Select[str]:
+    return (
+        select(EntryRow.data)
+        .where(EntryRow.room_id == room_id)
+        .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
+    )
+
+
+def _partials_query(room_id: str) -> Select[str, str, int]:
+    return select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(PartialRow.room_id == room_id)
+
+
+def _last_seq_query(room_id: str) -> Select[int]:
+    return select(func.max(EventRow.seq)).where(EventRow.room_id == room_id)
+
+
+def _pending_query(room_id: str) -> Select[InterventionRow]:
+    return (
+        select(InterventionRow)
+        .where(InterventionRow.room_id == room_id, InterventionRow.taken_at.is_(None))
+        .order_by(InterventionRow.id)
+    )
+
+
+def _lease_condition(lease: Lease | None, owner: str) -> ColumnElement[bool] | None:
+    """What the lease must still be for `owner` to take it: as read (free, ours, or a dead owner's); None
+    while another live owner holds it."""
+    if lease is None:
+        return RoomRow.lease_owner.is_(None)
+    if lease.owner == owner:
+        return RoomRow.lease_owner == owner
+    if lease.alive:
+        return None
+    return (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
 
 
 class Store:
@@ -567,13 +613,8 @@ class Store:
 
     async def load_transcript(self, room_id: str) -> Transcript:
         """The room's transcript, digests included, in canonical order (empty for an unknown room)."""
-        query = (
-            select(EntryRow.data)
-            .where(EntryRow.room_id == room_id)
-            .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
-        )
         async with self._read() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.scalars(_transcript_query(room_id))).all()
         return Transcript(Entry.model_validate_json(data) for data in rows)
 
     async def events_after(self, room_id: str, after: int, limit: int | None = None) -> list[Event]:
@@ -596,8 +637,35 @@ class Store:
     async def last_seq(self, room_id: str) -> int:
         """The highest stored event seq of the room; 0 when none."""
         async with self._read() as session:
-            value = await session.scalar(select(func.max(EventRow.seq)).where(EventRow.room_id == room_id))
+            value = await session.scalar(_last_seq_query(room_id))
         return value or 0
+
+    async def run_state(self, room_id: str) -> RunState:
+        """What a run starts from, read in one go: `load_transcript`, `partials`, `last_seq` and
+        `pending_interventions`."""
+        async with self._read() as session:
+            entries = (await session.scalars(_transcript_query(room_id))).all()
+            partials = (await session.execute(_partials_query(room_id))).all()
+            last = await session.scalar(_last_seq_query(room_id))
+            words = (await session.scalars(_pending_query(room_id))).all()
+        return RunState(
+            transcript=Transcript(Entry.model_validate_json(data) for data in entries),
+            partials={turn_id: (text, seq) for turn_id, text, seq in partials},
+            last_seq=last or 0,
+            pending=[StoredIntervention(str(w.id), w.author, w.text, w.created_at) for w in words],
+        )
+
+    async def mark_running(self, room_id: str) -> None:
+        """`clear_partials` and `update_room(status="running")` in one transaction: a run's start."""
+        async with self._write() as conn:
+            await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
+            result = await conn.execute(
+                update(RoomRow)
+                .where(RoomRow.id == room_id)
+                .values(status="running", error=None, updated_at=time.time())
+            )
+        if result.rowcount == 0:
+            raise RoomNotFound(room_id)
 
     # ---- text of turns in flight ----------------------------------------------------------------------
 
@@ -626,11 +694,8 @@ class Store:
 
     async def partials(self, room_id: str) -> dict[str, tuple[str, int]]:
         """turn id -> (text so far, last event seq it includes), for watchers who join mid-turn."""
-        query = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
-            PartialRow.room_id == room_id
-        )
         async with self._read() as session:
-            rows = (await session.execute(query)).all()
+            rows = (await session.execute(_partials_query(room_id))).all()
         return {turn_id: (text, seq) for turn_id, text, seq in rows}
 
     async def clear_partials(self, room_id: str) -> None:
@@ -655,13 +720,8 @@ class Store:
 
     async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
         """Words that have not joined the transcript yet, oldest first: what a resumed run takes in."""
-        query = (
-            select(InterventionRow)
-            .where(InterventionRow.room_id == room_id, InterventionRow.taken_at.is_(None))
-            .order_by(InterventionRow.id)
-        )
         async with self._read() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.scalars(_pending_query(room_id))).all()
         return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
 
     async def pending_interventions_for(self, room_ids: Sequence[str]) -> dict[str, list[StoredIntervention]]:
@@ -724,21 +784,40 @@ class Store:
         Expiry is written and judged by the database's clock, so hosts whose clocks differ agree on it.
         """
         lease = await self.lease(room_id)
-        condition: ColumnElement[bool]
-        if lease is None:
-            condition = RoomRow.lease_owner.is_(None)
-        elif lease.owner == owner:
-            condition = RoomRow.lease_owner == owner
-        elif lease.alive:
+        if _lease_condition(lease, owner) is None:
             return False
-        else:
-            condition = (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
         async with self._write() as conn:
-            result = await conn.execute(
-                update(RoomRow)
-                .where(RoomRow.id == room_id, condition)
-                .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
-            )
+            return await self._take_lease(conn, room_id, owner, ttl, lease)
+
+    async def claim(self, room_id: str, owner: str, ttl: float) -> tuple[RoomRecord, bool]:
+        """`get_room`, then `acquire` unless the room is completed, in one transaction: what a run's start
+        reads and takes. The record's lease is the one found (the holder's, when it was not taken)."""
+        with self._reaching():
+            async with self._sessions() as session, session.begin():
+                found = (
+                    await session.execute(select(RoomRow, db_now()).where(RoomRow.id == room_id))
+                ).first()
+                if found is None:
+                    raise RoomNotFound(room_id)
+                record = self._record(*found)
+                if record.status == "completed":
+                    return record, False
+                taken = await self._take_lease(await session.connection(), room_id, owner, ttl, record.lease)
+        self.writes += 1
+        return record, taken
+
+    @staticmethod
+    async def _take_lease(
+        conn: AsyncConnection, room_id: str, owner: str, ttl: float, lease: Lease | None
+    ) -> bool:
+        condition = _lease_condition(lease, owner)
+        if condition is None:
+            return False
+        result = await conn.execute(
+            update(RoomRow)
+            .where(RoomRow.id == room_id, condition)
+            .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
+        )
         return result.rowcount == 1
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
