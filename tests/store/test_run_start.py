@@ -1,0 +1,57 @@
+"""What a stored run's start asks of the store in three transactions: the room read with its lease taken
+(`claim`), what the run starts from (`run_state`), and the room marked running (`mark_running`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moot.store import RoomNotFound, Store
+
+from .helpers import room_spec, task
+
+
+async def test_claim_reads_the_room_and_takes_its_lease_as_acquire_does(store: Store) -> None:  # covers: L14
+    room = await store.create_room(room_spec())
+    ann, ben = Store.new_owner(), Store.new_owner()
+    record, taken = await store.claim(room.id, ann, 30)
+    assert taken and record.id == room.id and record.status == "idle"
+    lease = await store.lease(room.id)
+    assert lease is not None and lease.owner == ann
+    record, taken = await store.claim(room.id, ben, 30)
+    assert not taken
+    assert record.lease is not None and record.lease.owner == ann  # the holder, for the refusal to name
+    assert (await store.lease(room.id)) == lease
+    record, taken = await store.claim(room.id, ann, 30)  # its own lease: taken again
+    assert taken
+    with pytest.raises(RoomNotFound):
+        await store.claim("nosuchroom", ann, 30)
+
+
+async def test_claim_takes_no_lease_on_a_completed_room(store: Store) -> None:
+    room = await store.create_room(room_spec())
+    await store.update_room(room.id, status="completed")
+    record, taken = await store.claim(room.id, Store.new_owner(), 30)
+    assert (record.status, taken) == ("completed", False)
+    assert await store.lease(room.id) is None
+
+
+async def test_run_state_is_what_the_four_reads_give_and_mark_running_drops_the_partials(store: Store) -> None:
+    room = await store.create_room(room_spec())
+    await store.save_entry(room.id, task(), [])
+    await store.save_partial(room.id, "r1:Alice", "So far", 7)
+    first = await store.add_intervention(room.id, "Mind the budget.", author="Dee")
+    state = await store.run_state(room.id)
+    assert list(state.transcript) == list(await store.load_transcript(room.id))
+    assert len(list(state.transcript)) == 1
+    assert state.partials == await store.partials(room.id) == {"r1:Alice": ("So far", 7)}
+    assert state.last_seq == await store.last_seq(room.id)
+    assert state.pending == await store.pending_interventions(room.id)
+    assert [w.id for w in state.pending] == [first]
+
+    await store.update_room(room.id, status="error", error="it broke")
+    await store.mark_running(room.id)
+    record = await store.get_room(room.id)
+    assert (record.status, record.error) == ("running", None)
+    assert await store.partials(room.id) == {}
+    with pytest.raises(RoomNotFound):
+        await store.mark_running("nosuchroom")
