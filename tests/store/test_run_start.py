@@ -35,7 +35,9 @@ async def test_claim_takes_no_lease_on_a_completed_room(store: Store) -> None:
     assert await store.lease(room.id) is None
 
 
-async def test_run_state_is_what_the_four_reads_give_and_mark_running_drops_the_partials(store: Store) -> None:
+async def test_run_state_is_what_the_four_reads_give_and_mark_running_drops_the_partials(
+    store: Store,
+) -> None:
     room = await store.create_room(room_spec())
     await store.save_entry(room.id, task(), [])
     await store.save_partial(room.id, "r1:Alice", "So far", 7)

@@ -26,7 +26,19 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast, get_args
 
 from pydantic import SecretStr
-from sqlalchemy import ColumnElement, Executable, Select, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    Select,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -271,28 +283,29 @@ def _process_gone(owner: str) -> bool:
     return letter in ("Z", "X") or started != claimed.started
 
 
-def _transcript_query(room_id: str) -> Select[str]:
-    return (
-        select(EntryRow.data)
-        .where(EntryRow.room_id == room_id)
-        .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
-    )
-
-
-def _partials_query(room_id: str) -> Select[str, str, int]:
-    return select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(PartialRow.room_id == room_id)
-
-
-def _last_seq_query(room_id: str) -> Select[int]:
-    return select(func.max(EventRow.seq)).where(EventRow.room_id == room_id)
-
-
-def _pending_query(room_id: str) -> Select[InterventionRow]:
-    return (
-        select(InterventionRow)
-        .where(InterventionRow.room_id == room_id, InterventionRow.taken_at.is_(None))
-        .order_by(InterventionRow.id)
-    )
+# The reads of a run's start, built once (building a statement costs more CPU than running it on a warm
+# connection); each is run with {"room": room_id}.
+_ROOM: Select[Any] = select(*RoomRow.__table__.columns, db_now().label("db_now")).where(
+    RoomRow.id == bindparam("room")
+)
+"""The room's row with the database's clock (`db_now`), which judges its lease, as plain columns."""
+_TRANSCRIPT = (
+    select(EntryRow.data)
+    .where(EntryRow.room_id == bindparam("room"))
+    .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
+)
+_PARTIALS = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
+    PartialRow.room_id == bindparam("room")
+)
+_LAST_SEQ = select(func.max(EventRow.seq)).where(EventRow.room_id == bindparam("room"))
+_PENDING = (
+    select(InterventionRow)
+    .where(InterventionRow.room_id == bindparam("room"), InterventionRow.taken_at.is_(None))
+    .order_by(InterventionRow.id)
+)
+_PENDING_WORDS = _PENDING.with_only_columns(
+    InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at
+)
 
 
 def _lease_condition(lease: Lease | None, owner: str) -> ColumnElement[bool] | None:
@@ -389,6 +402,14 @@ class Store:
                 yield session
 
     @asynccontextmanager
+    async def _look(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads that need no ORM objects: lighter than a session (the start of every run
+        reads through it); what it began is rolled back as it closes."""
+        with self._reaching():
+            async with self._engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed as a whole and counted, or rolled back as a whole."""
         with self._reaching():
@@ -457,11 +478,11 @@ class Store:
         return await self.get_room(room_id)
 
     async def get_room(self, room_id: str) -> RoomRecord:
-        async with self._read() as session:
-            found = (await session.execute(select(RoomRow, db_now()).where(RoomRow.id == room_id))).first()
+        async with self._look() as conn:
+            found = (await conn.execute(_ROOM, {"room": room_id})).first()
         if found is None:
             raise RoomNotFound(room_id)
-        return self._record(*found)
+        return self._record(found, found.db_now)
 
     async def list_rooms(
         self, *, owner_id: int | None = None, limit: int = 100, offset: int = 0
@@ -503,7 +524,7 @@ class Store:
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
 
-    def _record(self, row: RoomRow, now: float) -> RoomRecord:
+    def _record(self, row: RoomRow | Row[Any], now: float) -> RoomRecord:
         """The record of a row read together with the database's clock (`db_now()`), which judges its lease."""
         lease = None
         if row.lease_owner is not None and row.lease_expires_at is not None:
@@ -614,7 +635,7 @@ class Store:
     async def load_transcript(self, room_id: str) -> Transcript:
         """The room's transcript, digests included, in canonical order (empty for an unknown room)."""
         async with self._read() as session:
-            rows = (await session.scalars(_transcript_query(room_id))).all()
+            rows = (await session.scalars(_TRANSCRIPT, {"room": room_id})).all()
         return Transcript(Entry.model_validate_json(data) for data in rows)
 
     async def events_after(self, room_id: str, after: int, limit: int | None = None) -> list[Event]:
@@ -637,22 +658,22 @@ class Store:
     async def last_seq(self, room_id: str) -> int:
         """The highest stored event seq of the room; 0 when none."""
         async with self._read() as session:
-            value = await session.scalar(_last_seq_query(room_id))
+            value = await session.scalar(_LAST_SEQ, {"room": room_id})
         return value or 0
 
     async def run_state(self, room_id: str) -> RunState:
         """What a run starts from, read in one go: `load_transcript`, `partials`, `last_seq` and
         `pending_interventions`."""
-        async with self._read() as session:
-            entries = (await session.scalars(_transcript_query(room_id))).all()
-            partials = (await session.execute(_partials_query(room_id))).all()
-            last = await session.scalar(_last_seq_query(room_id))
-            words = (await session.scalars(_pending_query(room_id))).all()
+        async with self._look() as conn:
+            entries = (await conn.scalars(_TRANSCRIPT, {"room": room_id})).all()
+            partials = (await conn.execute(_PARTIALS, {"room": room_id})).all()
+            last = await conn.scalar(_LAST_SEQ, {"room": room_id})
+            words = (await conn.execute(_PENDING_WORDS, {"room": room_id})).all()
         return RunState(
             transcript=Transcript(Entry.model_validate_json(data) for data in entries),
             partials={turn_id: (text, seq) for turn_id, text, seq in partials},
             last_seq=last or 0,
-            pending=[StoredIntervention(str(w.id), w.author, w.text, w.created_at) for w in words],
+            pending=[StoredIntervention(str(id_), author, text, at) for id_, author, text, at in words],
         )
 
     async def mark_running(self, room_id: str) -> None:
@@ -695,7 +716,7 @@ class Store:
     async def partials(self, room_id: str) -> dict[str, tuple[str, int]]:
         """turn id -> (text so far, last event seq it includes), for watchers who join mid-turn."""
         async with self._read() as session:
-            rows = (await session.execute(_partials_query(room_id))).all()
+            rows = (await session.execute(_PARTIALS, {"room": room_id})).all()
         return {turn_id: (text, seq) for turn_id, text, seq in rows}
 
     async def clear_partials(self, room_id: str) -> None:
@@ -721,7 +742,7 @@ class Store:
     async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
         """Words that have not joined the transcript yet, oldest first: what a resumed run takes in."""
         async with self._read() as session:
-            rows = (await session.scalars(_pending_query(room_id))).all()
+            rows = (await session.scalars(_PENDING, {"room": room_id})).all()
         return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
 
     async def pending_interventions_for(self, room_ids: Sequence[str]) -> dict[str, list[StoredIntervention]]:
@@ -793,16 +814,14 @@ class Store:
         """`get_room`, then `acquire` unless the room is completed, in one transaction: what a run's start
         reads and takes. The record's lease is the one found (the holder's, when it was not taken)."""
         with self._reaching():
-            async with self._sessions() as session, session.begin():
-                found = (
-                    await session.execute(select(RoomRow, db_now()).where(RoomRow.id == room_id))
-                ).first()
+            async with self._engine.begin() as conn:
+                found = (await conn.execute(_ROOM, {"room": room_id})).first()
                 if found is None:
                     raise RoomNotFound(room_id)
-                record = self._record(*found)
+                record = self._record(found, found.db_now)
                 if record.status == "completed":
                     return record, False
-                taken = await self._take_lease(await session.connection(), room_id, owner, ttl, record.lease)
+                taken = await self._take_lease(conn, room_id, owner, ttl, record.lease)
         self.writes += 1
         return record, taken
 
