@@ -257,8 +257,8 @@ class OpenAILeanModel(Model):
             if response.status_code != 200:
                 return _windows.UNANSWERED
             return _window_in_models(response.json(), self.spec.name)
-        except (httpx.HTTPError, ValueError, ModelError):
-            return _windows.UNANSWERED
+        except (httpx.HTTPError, ValueError, ModelError, RuntimeError):  # RuntimeError: a client closed
+            return _windows.UNANSWERED  # by the room that asked first, while others wait on its request
 
     def _body(self, request: ModelRequest, mode: str | None = None) -> bytes:
         payload: dict[str, Any] = {
