@@ -162,14 +162,14 @@ class DurableRun(Steerable):
 
     async def _run_stored(self) -> AsyncGenerator[Event]:
         store, room_id = self.store, self.room_id
-        # The start takes three transactions: the room read and its lease taken, what the run starts from
-        # read, and the room marked running (with the text of turns cut mid-stream dropped).
-        record, taken = await store.claim(room_id, self._owner, self._ttl)
+        # The start takes two transactions: the room read, its lease taken and what the run starts from read;
+        # then the room marked running (with the text of turns cut mid-stream dropped).
+        record, state = await store.claim(room_id, self._owner, self._ttl, spec=self._spec)
         if record.status == "completed":
             raise RoomFinished(
                 f"room {room_id} is completed; see it with `moot show {room_id}` or `moot export {room_id}`"
             )
-        if not taken:
+        if state is None:
             lease = record.lease
             holder = f" (held by {lease.owner})" if lease is not None else ""
             raise RoomBusy(
@@ -178,7 +178,6 @@ class DurableRun(Steerable):
         helpers: list[asyncio.Task[None]] = []
         joined = False
         try:
-            state = await store.run_state(room_id)
             transcript, partials = state.transcript, state.partials
             start_seq = max([state.last_seq, *(seq for _, seq in partials.values())])
             if record.status == "running":  # it was cut (SIGKILL): numbers it sent unstored stay unused

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from moot.events import Event
+from moot.spec import RoomSpec
 from moot.store._store import Lease, RoomRecord, RunState, StoredIntervention
 from moot.store.tables import RoomStatus
 from moot.transcript import Entry, Transcript
@@ -52,9 +53,9 @@ class RunStore(Protocol):
 
     async def acquire(self, room_id: str, owner: str, ttl: float) -> bool: ...
 
-    async def claim(self, room_id: str, owner: str, ttl: float) -> tuple[RoomRecord, bool]: ...
-
-    async def run_state(self, room_id: str) -> RunState: ...
+    async def claim(
+        self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
+    ) -> tuple[RoomRecord, RunState | None]: ...
 
     async def mark_running(self, room_id: str) -> None: ...
 

@@ -524,14 +524,15 @@ class Store:
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
 
-    def _record(self, row: RoomRow | Row[Any], now: float) -> RoomRecord:
-        """The record of a row read together with the database's clock (`db_now()`), which judges its lease."""
+    def _record(self, row: RoomRow | Row[Any], now: float, *, spec: RoomSpec | None = None) -> RoomRecord:
+        """The record of a row read together with the database's clock (`db_now()`), which judges its lease;
+        with `spec` instead of the stored one, where that is given."""
         lease = None
         if row.lease_owner is not None and row.lease_expires_at is not None:
             lease = _lease(row.lease_owner, row.lease_expires_at, now, local_pids=self._local_pids)
         return RoomRecord(
             id=row.id,
-            spec=RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
+            spec=spec or RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
             status=row.status,
             round=row.round,
             usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
@@ -661,14 +662,13 @@ class Store:
             value = await session.scalar(_LAST_SEQ, {"room": room_id})
         return value or 0
 
-    async def run_state(self, room_id: str) -> RunState:
-        """What a run starts from, read in one go: `load_transcript`, `partials`, `last_seq` and
-        `pending_interventions`."""
-        async with self._look() as conn:
-            entries = (await conn.scalars(_TRANSCRIPT, {"room": room_id})).all()
-            partials = (await conn.execute(_PARTIALS, {"room": room_id})).all()
-            last = await conn.scalar(_LAST_SEQ, {"room": room_id})
-            words = (await conn.execute(_PENDING_WORDS, {"room": room_id})).all()
+    @staticmethod
+    async def _run_state(conn: AsyncConnection, room_id: str) -> RunState:
+        """What a run starts from: `load_transcript`, `partials`, `last_seq` and `pending_interventions`."""
+        entries = (await conn.scalars(_TRANSCRIPT, {"room": room_id})).all()
+        partials = (await conn.execute(_PARTIALS, {"room": room_id})).all()
+        last = await conn.scalar(_LAST_SEQ, {"room": room_id})
+        words = (await conn.execute(_PENDING_WORDS, {"room": room_id})).all()
         return RunState(
             transcript=Transcript(Entry.model_validate_json(data) for data in entries),
             partials={turn_id: (text, seq) for turn_id, text, seq in partials},
@@ -810,20 +810,28 @@ class Store:
         async with self._write() as conn:
             return await self._take_lease(conn, room_id, owner, ttl, lease)
 
-    async def claim(self, room_id: str, owner: str, ttl: float) -> tuple[RoomRecord, bool]:
-        """`get_room`, then `acquire` unless the room is completed, in one transaction: what a run's start
-        reads and takes. The record's lease is the one found (the holder's, when it was not taken)."""
+    async def claim(
+        self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
+    ) -> tuple[RoomRecord, RunState | None]:
+        """What a run's start reads and takes, in one transaction: the room (`get_room`); unless it is
+        completed, its lease (`acquire`); once that is taken, what the run starts from (`RunState`).
+
+        The state is None when the lease was not taken; the record's lease is then the holder's. `spec`, the
+        spec the run uses instead of the stored one, becomes the record's (the stored one is not parsed).
+        """
+        state = None
         with self._reaching():
             async with self._engine.begin() as conn:
                 found = (await conn.execute(_ROOM, {"room": room_id})).first()
                 if found is None:
                     raise RoomNotFound(room_id)
-                record = self._record(found, found.db_now)
+                record = self._record(found, found.db_now, spec=spec)
                 if record.status == "completed":
-                    return record, False
-                taken = await self._take_lease(conn, room_id, owner, ttl, record.lease)
+                    return record, None
+                if await self._take_lease(conn, room_id, owner, ttl, record.lease):
+                    state = await self._run_state(conn, room_id)
         self.writes += 1
-        return record, taken
+        return record, state
 
     @staticmethod
     async def _take_lease(
