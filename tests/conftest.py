@@ -20,6 +20,14 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
+def _no_remembered_windows() -> None:
+    """Each test asks its own servers for their windows: a port a closed server freed may be reused."""
+    from moot.models import _windows
+
+    _windows.ANSWERS.clear()
+
+
+@pytest.fixture(autouse=True)
 def _no_real_providers(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(name, raising=False)

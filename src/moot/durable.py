@@ -167,13 +167,15 @@ class DurableRun(Steerable):
 
     async def _run_stored(self) -> AsyncGenerator[Event]:
         store, room_id = self.store, self.room_id
-        record = await store.get_room(room_id)
+        # The start takes two transactions: the room read, its lease taken and what the run starts from read;
+        # then the room marked running (with the text of turns cut mid-stream dropped).
+        record, state = await store.claim(room_id, self._owner, self._ttl, spec=self._spec)
         if record.status == "completed":
             raise RoomFinished(
                 f"room {room_id} is completed; see it with `moot show {room_id}` or `moot export {room_id}`"
             )
-        if not await store.acquire(room_id, self._owner, self._ttl):
-            lease = await store.lease(room_id)
+        if state is None:
+            lease = record.lease
             holder = f" (held by {lease.owner})" if lease is not None else ""
             raise RoomBusy(
                 f"room {room_id} is already running{holder}; wait for it to end, or pause it where it runs"
@@ -181,12 +183,10 @@ class DurableRun(Steerable):
         helpers: list[asyncio.Task[None]] = []
         joined = False
         try:
-            transcript = await store.load_transcript(room_id)
-            partials = await store.partials(room_id)
-            start_seq = max([await store.last_seq(room_id), *(seq for _, seq in partials.values())])
+            transcript, partials = state.transcript, state.partials
+            start_seq = max([state.last_seq, *(seq for _, seq in partials.values())])
             if record.status == "running":  # it was cut (SIGKILL): numbers it sent unstored stay unused
                 start_seq += SEQ_GAP_AFTER_CRASH
-            await store.clear_partials(room_id)  # a turn cut mid-stream runs again from its start (L10)
             spec = self._spec or record.spec
             stored = {
                 entry.turn_id for entry in transcript if entry.is_turn
@@ -200,9 +200,9 @@ class DurableRun(Steerable):
                 on_entry=self._save_entry,
                 after_start=[_restarted(spec, turn) for turn in sorted(partials) if turn not in stored],
             )
-            for pending in await store.pending_interventions(room_id):
+            for pending in state.pending:
                 self.feed(pending.id, pending.author, pending.text)
-            await store.update_room(room_id, status="running")
+            await store.mark_running(room_id)  # a turn cut mid-stream runs again from its start (L10)
             if self._pause_reason is not None:
                 run.pause(self._pause_reason)
             with self._trace.starting(spec.protocol):  # the run's tasks, and so its turns, are its children

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from moot import tracing
 from moot.models import Completion, Message, Model, ModelRequest, Usage
 
 __all__ = [
@@ -190,7 +191,11 @@ async def _meeting(
         }
     )
     run = Run(room, models=dict.fromkeys(("Chair", "Ana", "Ben"), model))
-    result = await run.wait()
+    with tracing.room_run(run.room_id) as span:  # a child of the evaluation's span
+        with span.starting(protocol):
+            run.start()
+        result = await run.wait()
+        span.ended(result.status, result.error, result.rounds_run)
     conclusion = result.conclusion
     text = f"{conclusion.decision_advice} {conclusion.summary}" if conclusion else ""
     return extract_answer(text), result.usage
@@ -231,7 +236,22 @@ async def evaluate(
     budget: int,
     progress: Callable[[str], None] | None = None,
 ) -> list[MethodResult]:
-    """Every method on every question, in turn; tokens are input and output as the model reported them."""
+    """Every method on every question, in turn; tokens are input and output as the model reported them.
+
+    With tracing on (moot.tracing), the evaluation is one span and each room it runs a child of it."""
+    with tracing.evaluation(model.label, methods, len(questions), budget) as span:
+        results = await _evaluate(model, questions, methods, budget, progress)
+        span.results({r.method: (r.correct, r.total) for r in results})
+    return results
+
+
+async def _evaluate(
+    model: Model,
+    questions: Sequence[Question],
+    methods: Sequence[str],
+    budget: int,
+    progress: Callable[[str], None] | None,
+) -> list[MethodResult]:
     results = {name: MethodResult(name) for name in methods}
     for number, question in enumerate(questions, 1):
         for name in methods:

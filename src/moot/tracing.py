@@ -5,7 +5,8 @@ request to a model a child of its turn (`chat {model}`), named and described as 
 semantic conventions say. A retried or substituted model call is one `chat` span per attempt, the failed
 ones with error status: each attempt is a request of its own, with its own tokens, latency and maybe model,
 and the room shows it (`turn_restarted`); the turn's span covers the whole. Spans are per run, turn and
-call, never per token.
+call, never per token. An evaluation (`moot eval`) is one span (`moot eval`) whose children are the runs of
+the rooms it holds.
 
 Off by default: every hook is then one test of a global, and the OpenTelemetry packages (the `tracing`
 extra) are never imported, so the core runs without them. `setup()` turns tracing on as MOOT_TRACING says
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,11 +37,13 @@ if TYPE_CHECKING:
     from moot.spec import ModelSpec
 
 __all__ = [
+    "EvalSpan",
     "ModelCall",
     "RunSpan",
     "attached",
     "carrier",
     "enabled",
+    "evaluation",
     "failed",
     "model_call",
     "off",
@@ -199,6 +202,57 @@ def room_run(room_id: str) -> Iterator[RunSpan]:
     )
     try:
         yield RunSpan(span)
+    except BaseException as exc:
+        _ended_by(span, exc)
+        raise
+    finally:
+        span.end()
+
+
+class EvalSpan:
+    """The span of one `moot eval`: `results()` records each method's accuracy on it."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+
+    def results(self, scores: Mapping[str, tuple[int, int]]) -> None:
+        """Each method's (correct, total) answers, as `moot.eval.<method>.correct` and `.total`."""
+        span = self._span
+        if span is None:
+            return
+        for method, (correct, total) in scores.items():
+            span.set_attribute(f"moot.eval.{method}.correct", correct)
+            span.set_attribute(f"moot.eval.{method}.total", total)
+
+
+_NO_EVAL = EvalSpan(None)
+
+
+@contextlib.contextmanager
+def evaluation(model: str, methods: Sequence[str], questions: int, budget: int) -> Iterator[EvalSpan]:
+    """The span of an evaluation (`moot eval`), current for the block: each room it runs (`room_run`) is
+    its child, and so the root of the command's trace holds them all."""
+    tracer = _tracer
+    if tracer is None:
+        yield _NO_EVAL
+        return
+    from opentelemetry.trace import SpanKind, use_span
+
+    span = tracer.start_span(
+        "moot eval",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "moot.eval.model": model,
+            "moot.eval.methods": list(methods),
+            "moot.eval.questions": questions,
+            "moot.eval.budget": budget,
+        },
+    )
+    try:
+        with use_span(span, record_exception=False, set_status_on_exception=False):
+            yield EvalSpan(span)
     except BaseException as exc:
         _ended_by(span, exc)
         raise

@@ -291,6 +291,7 @@ def eval_command(
         finally:
             await built.aclose()
 
+    _tracing()
     results = asyncio.run(measure())
     title = f"{spec.label}, {len(asked)} {Path(tasks).stem} questions, {budget} output tokens each"
     report = f"{title}\n\n{evaluation.table(results)}\n"

@@ -19,13 +19,13 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import httpx
 
 from moot._extras import missing
 from moot.exceptions import ModelUnavailable
-from moot.models import Completion, ModelRequest
+from moot.models import Completion, ModelRequest, _windows
 from moot.models.openai import OpenAILeanModel
 from moot.spec import ModelSpec
 
@@ -285,16 +285,26 @@ class LlamaCppModel(OpenAILeanModel):
             yield item
 
     async def server_window(self) -> int | None:
+        """Each slot's window in the server's `/props`, asked once per server for rooms that start together
+        and kept a few minutes (`_windows`)."""
         try:
             server = await self._ensure_server()
-            props = await server.props()
-        except (ModelUnavailable, httpx.HTTPError, ValueError):
+        except ModelUnavailable:
             return None
-        window = (props.get("default_generation_settings") or {}).get("n_ctx")
-        return window if isinstance(window, int) and window > 0 else None
+        key = ("llamacpp-props", server.address, server.key)
+        return cast("int | None", await _windows.ANSWERS.get(key, lambda: _ask_window(server)))
 
     async def aclose(self) -> None:
         await super().aclose()
         server, self._server = self._server, None
         if server is not None:
             await release(server)
+
+
+async def _ask_window(server: LocalServer) -> object:
+    try:
+        props = await server.props()
+    except (httpx.HTTPError, ValueError):
+        return _windows.UNANSWERED
+    window = (props.get("default_generation_settings") or {}).get("n_ctx")
+    return window if isinstance(window, int) and window > 0 else None

@@ -15,8 +15,9 @@ import httpx
 import orjson
 
 from moot.exceptions import ContextTooLong, ModelError, ModelRequestError
-from moot.models import Completion, Model, ModelRequest, Usage, estimate_usage
+from moot.models import Completion, Model, ModelRequest, Usage, _windows, estimate_usage
 from moot.models._http import httpx_client, raise_refusal, sdk_http_client
+from moot.models._windows import credentials_digest
 from moot.models.retry import (
     broken_stream,
     connection_error,
@@ -231,14 +232,33 @@ class OpenAILeanModel(Model):
 
     async def server_window(self) -> int | None:
         """The window a server named by base_url states in `/v1/models`: llama.cpp's `meta.n_ctx` (each
-        slot's), vLLM's `max_model_len`. A hosted API's default (no base_url) is not asked."""
+        slot's), vLLM's `max_model_len`. A hosted API's default (no base_url) is not asked. The answer is
+        kept for the process a few minutes, and rooms that start together share one request (`_windows`)."""
         if not self.spec.base_url:
             return None
         try:
-            response = await self._connect().get("models", timeout=10)
-            return _window_in_models(response.json(), self.spec.name) if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, ModelError):
+            client = self._connect()
+        except ModelError:  # a missing key: the turn reports it
             return None
+        key = (
+            "openai-models",
+            self._base_url(),
+            self.spec.name,
+            credentials_digest(self._key),
+            self.spec.refuses_private_addresses,
+        )
+        return cast("int | None", await _windows.ANSWERS.get(key, lambda: self._ask_window(client)))
+
+    async def _ask_window(self, client: httpx.AsyncClient) -> object:
+        """The window in the server's `/v1/models` (None where it states none); UNANSWERED where it did not
+        answer, so that the next room asks again."""
+        try:
+            response = await client.get("models", timeout=10)
+            if response.status_code != 200:
+                return _windows.UNANSWERED
+            return _window_in_models(response.json(), self.spec.name)
+        except (httpx.HTTPError, ValueError, ModelError, RuntimeError):  # RuntimeError: a client closed
+            return _windows.UNANSWERED  # by the room that asked first, while others wait on its request
 
     def _body(self, request: ModelRequest, mode: str | None = None) -> bytes:
         payload: dict[str, Any] = {

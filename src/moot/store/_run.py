@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from moot.events import Event
-from moot.store._store import Lease, RoomRecord, StoredIntervention
+from moot.spec import RoomSpec
+from moot.store._store import Lease, RoomRecord, RunState, StoredIntervention
 from moot.store.tables import RoomStatus
 from moot.transcript import Entry, Transcript
 
@@ -51,6 +52,12 @@ class RunStore(Protocol):
     async def save_partials(self, partials: Sequence[tuple[str, str, str, int]]) -> None: ...
 
     async def acquire(self, room_id: str, owner: str, ttl: float) -> bool: ...
+
+    async def claim(
+        self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
+    ) -> tuple[RoomRecord, RunState | None]: ...
+
+    async def mark_running(self, room_id: str) -> None: ...
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool: ...
 

@@ -26,7 +26,19 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast, get_args
 
 from pydantic import SecretStr
-from sqlalchemy import ColumnElement, Executable, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    Select,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -120,6 +132,16 @@ class StoredIntervention:
     author: str
     text: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a stored run starts from (`Store.run_state`)."""
+
+    transcript: Transcript
+    partials: dict[str, tuple[str, int]]  # turn id -> (text so far, last event seq it includes)
+    last_seq: int
+    pending: list[StoredIntervention]
 
 
 def title_of(spec: RoomSpec) -> str:
@@ -261,6 +283,43 @@ def _process_gone(owner: str) -> bool:
     return letter in ("Z", "X") or started != claimed.started
 
 
+# The reads of a run's start, built once (building a statement costs more CPU than running it on a warm
+# connection); each is run with {"room": room_id}.
+_ROOM: Select[Any] = select(*RoomRow.__table__.columns, db_now().label("db_now")).where(
+    RoomRow.id == bindparam("room")
+)
+"""The room's row with the database's clock (`db_now`), which judges its lease, as plain columns."""
+_TRANSCRIPT = (
+    select(EntryRow.data)
+    .where(EntryRow.room_id == bindparam("room"))
+    .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
+)
+_PARTIALS = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
+    PartialRow.room_id == bindparam("room")
+)
+_LAST_SEQ = select(func.max(EventRow.seq)).where(EventRow.room_id == bindparam("room"))
+_PENDING = (
+    select(InterventionRow)
+    .where(InterventionRow.room_id == bindparam("room"), InterventionRow.taken_at.is_(None))
+    .order_by(InterventionRow.id)
+)
+_PENDING_WORDS = _PENDING.with_only_columns(
+    InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at
+)
+
+
+def _lease_condition(lease: Lease | None, owner: str) -> ColumnElement[bool] | None:
+    """What the lease must still be for `owner` to take it: as read (free, ours, or a dead owner's); None
+    while another live owner holds it."""
+    if lease is None:
+        return RoomRow.lease_owner.is_(None)
+    if lease.owner == owner:
+        return RoomRow.lease_owner == owner
+    if lease.alive:
+        return None
+    return (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
+
+
 class Store:
     """Rooms on one database. Build it with `Store.from_url`; close it (or use `async with`) when done."""
 
@@ -343,6 +402,14 @@ class Store:
                 yield session
 
     @asynccontextmanager
+    async def _look(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads that need no ORM objects: lighter than a session (the start of every run
+        reads through it); what it began is rolled back as it closes."""
+        with self._reaching():
+            async with self._engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed as a whole and counted, or rolled back as a whole."""
         with self._reaching():
@@ -411,11 +478,11 @@ class Store:
         return await self.get_room(room_id)
 
     async def get_room(self, room_id: str) -> RoomRecord:
-        async with self._read() as session:
-            found = (await session.execute(select(RoomRow, db_now()).where(RoomRow.id == room_id))).first()
+        async with self._look() as conn:
+            found = (await conn.execute(_ROOM, {"room": room_id})).first()
         if found is None:
             raise RoomNotFound(room_id)
-        return self._record(*found)
+        return self._record(found, found.db_now)
 
     async def list_rooms(
         self, *, owner_id: int | None = None, limit: int = 100, offset: int = 0
@@ -457,14 +524,15 @@ class Store:
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
 
-    def _record(self, row: RoomRow, now: float) -> RoomRecord:
-        """The record of a row read together with the database's clock (`db_now()`), which judges its lease."""
+    def _record(self, row: RoomRow | Row[Any], now: float, *, spec: RoomSpec | None = None) -> RoomRecord:
+        """The record of a row read together with the database's clock (`db_now()`), which judges its lease;
+        with `spec` instead of the stored one, where that is given."""
         lease = None
         if row.lease_owner is not None and row.lease_expires_at is not None:
             lease = _lease(row.lease_owner, row.lease_expires_at, now, local_pids=self._local_pids)
         return RoomRecord(
             id=row.id,
-            spec=RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
+            spec=spec or RoomSpec.from_data(json.loads(row.spec), source=f"room {row.id}"),
             status=row.status,
             round=row.round,
             usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
@@ -567,13 +635,8 @@ class Store:
 
     async def load_transcript(self, room_id: str) -> Transcript:
         """The room's transcript, digests included, in canonical order (empty for an unknown room)."""
-        query = (
-            select(EntryRow.data)
-            .where(EntryRow.room_id == room_id)
-            .order_by(EntryRow.round, EntryRow.stage, EntryRow.slot, EntryRow.arrival, EntryRow.id)
-        )
         async with self._read() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.scalars(_TRANSCRIPT, {"room": room_id})).all()
         return Transcript(Entry.model_validate_json(data) for data in rows)
 
     async def events_after(self, room_id: str, after: int, limit: int | None = None) -> list[Event]:
@@ -596,8 +659,34 @@ class Store:
     async def last_seq(self, room_id: str) -> int:
         """The highest stored event seq of the room; 0 when none."""
         async with self._read() as session:
-            value = await session.scalar(select(func.max(EventRow.seq)).where(EventRow.room_id == room_id))
+            value = await session.scalar(_LAST_SEQ, {"room": room_id})
         return value or 0
+
+    @staticmethod
+    async def _run_state(conn: AsyncConnection, room_id: str) -> RunState:
+        """What a run starts from: `load_transcript`, `partials`, `last_seq` and `pending_interventions`."""
+        entries = (await conn.scalars(_TRANSCRIPT, {"room": room_id})).all()
+        partials = (await conn.execute(_PARTIALS, {"room": room_id})).all()
+        last = await conn.scalar(_LAST_SEQ, {"room": room_id})
+        words = (await conn.execute(_PENDING_WORDS, {"room": room_id})).all()
+        return RunState(
+            transcript=Transcript(Entry.model_validate_json(data) for data in entries),
+            partials={turn_id: (text, seq) for turn_id, text, seq in partials},
+            last_seq=last or 0,
+            pending=[StoredIntervention(str(id_), author, text, at) for id_, author, text, at in words],
+        )
+
+    async def mark_running(self, room_id: str) -> None:
+        """`clear_partials` and `update_room(status="running")` in one transaction: a run's start."""
+        async with self._write() as conn:
+            await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
+            result = await conn.execute(
+                update(RoomRow)
+                .where(RoomRow.id == room_id)
+                .values(status="running", error=None, updated_at=time.time())
+            )
+        if result.rowcount == 0:
+            raise RoomNotFound(room_id)
 
     # ---- text of turns in flight ----------------------------------------------------------------------
 
@@ -626,11 +715,8 @@ class Store:
 
     async def partials(self, room_id: str) -> dict[str, tuple[str, int]]:
         """turn id -> (text so far, last event seq it includes), for watchers who join mid-turn."""
-        query = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
-            PartialRow.room_id == room_id
-        )
         async with self._read() as session:
-            rows = (await session.execute(query)).all()
+            rows = (await session.execute(_PARTIALS, {"room": room_id})).all()
         return {turn_id: (text, seq) for turn_id, text, seq in rows}
 
     async def clear_partials(self, room_id: str) -> None:
@@ -655,13 +741,8 @@ class Store:
 
     async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
         """Words that have not joined the transcript yet, oldest first: what a resumed run takes in."""
-        query = (
-            select(InterventionRow)
-            .where(InterventionRow.room_id == room_id, InterventionRow.taken_at.is_(None))
-            .order_by(InterventionRow.id)
-        )
         async with self._read() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.scalars(_PENDING, {"room": room_id})).all()
         return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
 
     async def pending_interventions_for(self, room_ids: Sequence[str]) -> dict[str, list[StoredIntervention]]:
@@ -724,21 +805,46 @@ class Store:
         Expiry is written and judged by the database's clock, so hosts whose clocks differ agree on it.
         """
         lease = await self.lease(room_id)
-        condition: ColumnElement[bool]
-        if lease is None:
-            condition = RoomRow.lease_owner.is_(None)
-        elif lease.owner == owner:
-            condition = RoomRow.lease_owner == owner
-        elif lease.alive:
+        if _lease_condition(lease, owner) is None:
             return False
-        else:
-            condition = (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
         async with self._write() as conn:
-            result = await conn.execute(
-                update(RoomRow)
-                .where(RoomRow.id == room_id, condition)
-                .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
-            )
+            return await self._take_lease(conn, room_id, owner, ttl, lease)
+
+    async def claim(
+        self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
+    ) -> tuple[RoomRecord, RunState | None]:
+        """What a run's start reads and takes, in one transaction: the room (`get_room`); unless it is
+        completed, its lease (`acquire`); once that is taken, what the run starts from (`RunState`).
+
+        The state is None when the lease was not taken; the record's lease is then the holder's. `spec`, the
+        spec the run uses instead of the stored one, becomes the record's (the stored one is not parsed).
+        """
+        state = None
+        with self._reaching():
+            async with self._engine.begin() as conn:
+                found = (await conn.execute(_ROOM, {"room": room_id})).first()
+                if found is None:
+                    raise RoomNotFound(room_id)
+                record = self._record(found, found.db_now, spec=spec)
+                if record.status == "completed":
+                    return record, None
+                if await self._take_lease(conn, room_id, owner, ttl, record.lease):
+                    state = await self._run_state(conn, room_id)
+        self.writes += 1
+        return record, state
+
+    @staticmethod
+    async def _take_lease(
+        conn: AsyncConnection, room_id: str, owner: str, ttl: float, lease: Lease | None
+    ) -> bool:
+        condition = _lease_condition(lease, owner)
+        if condition is None:
+            return False
+        result = await conn.execute(
+            update(RoomRow)
+            .where(RoomRow.id == room_id, condition)
+            .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
+        )
         return result.rowcount == 1
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:

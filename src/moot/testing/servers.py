@@ -194,7 +194,8 @@ class FakeLLMServer:
     `announce_window` states `context_window` in `GET /v1/models` as llama.cpp does (`meta.n_ctx`).
     `response_formats` (e.g. `["json_object", "text"]`) refuses any other `response_format` type with a 400, as
     servers without structured outputs do; by default every one is taken (and ignored: replies are the same).
-    `GET /v1/models` takes no fault and is not recorded: faults and `requests` are the model calls'.
+    `GET /v1/models` takes no fault and is not recorded: faults and `requests` are the model calls'; it is
+    counted in `models_asked`.
     """
 
     def __init__(
@@ -241,6 +242,7 @@ class FakeLLMServer:
         self.response_formats = tuple(response_formats) if response_formats is not None else None
         self.faults: deque[Fault] = deque()
         self.requests: list[RecordedRequest] = []
+        self.models_asked = 0  # GET /v1/models requests answered
         self._count = 0
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -387,6 +389,7 @@ class FakeLLMServer:
         if method == "GET" and path == "/v1/models":
             # Asked by adapters before a room's first turn (for the context window): answered at once, so that
             # faults and recorded requests stay those of model calls.
+            self.models_asked += 1
             if self.api_key is not None and not self._authorized(headers, anthropic):
                 await self._error(writer, anthropic, 401, headers, "")
             else:
