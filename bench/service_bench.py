@@ -291,10 +291,23 @@ async def _clients(url: str, paths: list[str]) -> list[Any]:
 # ---- one level --------------------------------------------------------------------------------------------------
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def _spawn(*args: str, profile: str | None = None) -> subprocess.Popen[str]:
+    """This script in a process of its own; with `profile`, under py-spy, its samples written there (raw)."""
+    command = [sys.executable, __file__, *args]
+    if profile:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "200", "-o", profile, "--"]
+        command += [sys.executable, __file__, *args]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _line(process: subprocess.Popen[str]) -> str:
+    """The target's next line, past py-spy's own notes on the same stdout."""
+    assert process.stdout is not None
+    while True:
+        line = process.stdout.readline()
+        if line == "" or (line.strip() and not line.startswith("py-spy>")):
+            return line.strip()
 
 
 async def _postgres(statement: str, url: str) -> None:
@@ -331,9 +344,13 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
                 "--database",
                 make_url(args.postgres).set(database=name).render_as_string(hide_password=False),
             ]
-        service = _spawn("_relay" if target == "relay" else "_moot", *common)
+        profile = None
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            profile = str(Path(args.profile) / f"{target}-{rooms}.txt")
+        service = _spawn("_relay" if target == "relay" else "_moot", *common, profile=profile)
         assert service.stdin is not None and service.stdout is not None
-        started = json.loads(service.stdout.readline())
+        started = json.loads(_line(service))
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
@@ -345,7 +362,7 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
         model_cpu = cpu_seconds(llm.pid) - model_cpu
         service.stdin.write("end\n")
         service.stdin.flush()
-        assert service.stdout.readline().strip() == "done"
+        assert _line(service) == "done"
         assert service.wait(timeout=60) == 0
         served = orjson.loads((folder / "stamps.json").read_bytes())
         arrivals = orjson.loads((folder / "arrivals.json").read_bytes())
@@ -435,6 +452,12 @@ def main() -> None:
     parser.add_argument("--frame-ms", type=int, default=50, help="Moot joins a turn's deltas over this")
     parser.add_argument("--max-rooms", type=int, default=LEVELS[-1])
     parser.add_argument("--postgres", default=os.environ.get("MOOT_TEST_POSTGRES_URL", POSTGRES))
+    parser.add_argument(
+        "--profile",
+        metavar="FOLDER",
+        help="run each target under py-spy (pip install py-spy), its samples in FOLDER/TARGET-ROOMS.txt "
+        "(raw: one stack a line, for flamegraph.pl or a sum by function); its CPU then includes the sampling",
+    )
     args = parser.parse_args()
     args.spread = args.tokens / args.pace  # rooms start over one turn's length
     llm = subprocess.Popen(
