@@ -44,6 +44,7 @@ from moot.events import (
     TurnFailed,
     TurnRestarted,
     TurnStarted,
+    numbered,
     turn_delta,
 )
 from moot.exceptions import ContextTooLong, ModelError, MootError, RunError, TransientModelError
@@ -442,7 +443,7 @@ class Run(Steerable):
         if not (self._reader_gone or self._channel.has_room()):
             return False
         self._seq += 1
-        event.seq = self._seq
+        numbered(event, self._seq)
         if not self._reader_gone:
             self._channel.put_now(event)
         return True

@@ -127,6 +127,13 @@ def turn_delta(turn_id: str, round: int, speaker: str, text: str, seq: int | Non
     return event
 
 
+def numbered(event: Event, seq: int) -> None:
+    """`event.seq = seq`, as pydantic assigns a field of these models (no validation on assignment, none
+    frozen): the value in the instance's dict, the field marked set; without pydantic's lookup per call."""
+    event.__dict__["seq"] = seq
+    event.__pydantic_fields_set__.add("seq")
+
+
 class TurnRestarted(_Event):
     """The turn starts over (a retry or another model, B13): watchers discard its partial text."""
 

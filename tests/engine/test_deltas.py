@@ -25,3 +25,19 @@ def test_a_joined_delta_keeps_its_seq_as_set() -> None:
     )
     assert cheap == built and cheap.model_fields_set == built.model_fields_set
     assert cheap.model_dump() == built.model_dump()
+
+
+def test_numbering_an_event_is_pydantic_s_own_assignment() -> None:
+    from moot.events import RoundStarted, numbered
+
+    for cls in (TurnDelta, RoundStarted):
+        assert not cls.model_config.get("validate_assignment") and not cls.model_config.get("frozen")
+    for make in (
+        lambda: turn_delta("r1:speech:Ada", 1, "Ada", "w"),
+        lambda: RoundStarted(round=2, max_rounds=3),
+    ):
+        ours, theirs = make(), make()
+        numbered(ours, 12)
+        theirs.seq = 12
+        assert ours == theirs and ours.model_fields_set == theirs.model_fields_set
+        assert event_json(ours) == event_json(theirs)
