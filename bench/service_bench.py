@@ -56,6 +56,7 @@ TARGET_P99_MS = 100.0
 TARGET_PACE = 1.10
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 LEVELS = (5, 10, 20, 40, 80, 120, 160, 240, 320)
+AGAINST = ", against"  # a Moot target's twin on another tree's src (--against)
 
 
 # ---- Moot ---------------------------------------------------------------------------------------------------
@@ -291,14 +292,16 @@ async def _clients(url: str, paths: list[str]) -> list[Any]:
 # ---- one level --------------------------------------------------------------------------------------------------
 
 
-def _spawn(*args: str, profile: str | None = None) -> subprocess.Popen[str]:
-    """This script in a process of its own; with `profile`, under py-spy, its samples written there (raw)."""
+def _spawn(*args: str, profile: str | None = None, src: str | None = None) -> subprocess.Popen[str]:
+    """This script in a process of its own; with `profile`, under py-spy, its samples written there (raw);
+    with `src`, importing Moot from that folder."""
     command = [sys.executable, __file__, *args]
     if profile:
         spy = str(Path(sys.executable).with_name("py-spy"))
         command = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "200", "-o", profile, "--"]
         command += [sys.executable, __file__, *args]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _line(process: subprocess.Popen[str]) -> str:
@@ -322,9 +325,11 @@ async def _postgres(statement: str, url: str) -> None:
         await connection.close()
 
 
-def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
+def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
     """A fresh target process with `rooms` rooms and their clients: latency, pace and CPU."""
     from moot.testing.cluster import cpu_seconds
+
+    target, against, _ = label.partition(AGAINST)
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -347,8 +352,9 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
         profile = None
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
-            profile = str(Path(args.profile) / f"{target}-{rooms}.txt")
-        service = _spawn("_relay" if target == "relay" else "_moot", *common, profile=profile)
+            profile = str(Path(args.profile) / f"{target}{'-against' if against else ''}-{rooms}.txt")
+        kind = "_relay" if target == "relay" else "_moot"
+        service = _spawn(kind, *common, profile=profile, src=args.against if against else None)
         assert service.stdin is not None and service.stdout is not None
         started = json.loads(_line(service))
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
@@ -392,7 +398,7 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     row = {
-        "target": target,
+        "target": label,
         "rooms": rooms,
         "tokens": len(ms),
         "frames": len(arrivals),
@@ -458,7 +464,15 @@ def main() -> None:
         help="run each target under py-spy (pip install py-spy), its samples in FOLDER/TARGET-ROOMS.txt "
         "(raw: one stack a line, for flamegraph.pl or a sum by function); its CPU then includes the sampling",
     )
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="another tree's src folder (`git archive REV src | tar -x -C /tmp/old`): each Moot target runs "
+        "on it too, right after this tree's, at every level",
+    )
     args = parser.parse_args()
+    if args.against:
+        args.targets = [x for t in args.targets for x in ([t] if t == "relay" else [t, t + AGAINST])]
     args.spread = args.tokens / args.pace  # rooms start over one turn's length
     llm = subprocess.Popen(
         [
