@@ -3,6 +3,8 @@ the model's pace, with p99 token-to-client latency under 100 ms, and the CPU eac
 
     python bench/service_bench.py                          # ramp the targets in turn, then narrow each
     python bench/service_bench.py --targets relay sqlite --rooms 10 40
+    python bench/service_bench.py --rooms 40 --against /tmp/old/src     # before/after, taking turns
+    python bench/service_bench.py --targets postgresql --rooms 30 --profile /tmp/prof   # py-spy samples
 
 Processes: the fake OpenAI-compatible server (moot.testing.servers) streams every reply at `--pace` tokens a
 second, one token a chunk; one target process serves every room; one client process holds one SSE
