@@ -3,6 +3,8 @@ the model's pace, with p99 token-to-client latency under 100 ms, and the CPU eac
 
     python bench/service_bench.py                          # ramp the targets in turn, then narrow each
     python bench/service_bench.py --targets relay sqlite --rooms 10 40
+    python bench/service_bench.py --rooms 40 --against /tmp/old/src     # before/after, taking turns
+    python bench/service_bench.py --targets postgresql --rooms 30 --profile /tmp/prof   # py-spy samples
 
 Processes: the fake OpenAI-compatible server (moot.testing.servers) streams every reply at `--pace` tokens a
 second, one token a chunk; one target process serves every room; one client process holds one SSE
@@ -56,6 +58,7 @@ TARGET_P99_MS = 100.0
 TARGET_PACE = 1.10
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 LEVELS = (5, 10, 20, 40, 80, 120, 160, 240, 320)
+AGAINST = ", against"  # a Moot target's twin on another tree's src (--against)
 
 
 # ---- Moot ---------------------------------------------------------------------------------------------------
@@ -291,10 +294,25 @@ async def _clients(url: str, paths: list[str]) -> list[Any]:
 # ---- one level --------------------------------------------------------------------------------------------------
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def _spawn(*args: str, profile: str | None = None, src: str | None = None) -> subprocess.Popen[str]:
+    """This script in a process of its own; with `profile`, under py-spy, its samples written there (raw);
+    with `src`, importing Moot from that folder."""
+    command = [sys.executable, __file__, *args]
+    if profile:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "200", "-o", profile, "--"]
+        command += [sys.executable, __file__, *args]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _line(process: subprocess.Popen[str]) -> str:
+    """The target's next line, past py-spy's own notes on the same stdout."""
+    assert process.stdout is not None
+    while True:
+        line = process.stdout.readline()
+        if line == "" or (line.strip() and not line.startswith("py-spy>")):
+            return line.strip()
 
 
 async def _postgres(statement: str, url: str) -> None:
@@ -309,9 +327,11 @@ async def _postgres(statement: str, url: str) -> None:
         await connection.close()
 
 
-def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
+def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
     """A fresh target process with `rooms` rooms and their clients: latency, pace and CPU."""
     from moot.testing.cluster import cpu_seconds
+
+    target, against, _ = label.partition(AGAINST)
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -331,9 +351,14 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
                 "--database",
                 make_url(args.postgres).set(database=name).render_as_string(hide_password=False),
             ]
-        service = _spawn("_relay" if target == "relay" else "_moot", *common)
+        profile = None
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            profile = str(Path(args.profile) / f"{target}{'-against' if against else ''}-{rooms}.txt")
+        kind = "_relay" if target == "relay" else "_moot"
+        service = _spawn(kind, *common, profile=profile, src=args.against if against else None)
         assert service.stdin is not None and service.stdout is not None
-        started = json.loads(service.stdout.readline())
+        started = json.loads(_line(service))
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
@@ -345,7 +370,7 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
         model_cpu = cpu_seconds(llm.pid) - model_cpu
         service.stdin.write("end\n")
         service.stdin.flush()
-        assert service.stdout.readline().strip() == "done"
+        assert _line(service) == "done"
         assert service.wait(timeout=60) == 0
         served = orjson.loads((folder / "stamps.json").read_bytes())
         arrivals = orjson.loads((folder / "arrivals.json").read_bytes())
@@ -375,7 +400,7 @@ def level(target: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pop
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     row = {
-        "target": target,
+        "target": label,
         "rooms": rooms,
         "tokens": len(ms),
         "frames": len(arrivals),
@@ -435,7 +460,21 @@ def main() -> None:
     parser.add_argument("--frame-ms", type=int, default=50, help="Moot joins a turn's deltas over this")
     parser.add_argument("--max-rooms", type=int, default=LEVELS[-1])
     parser.add_argument("--postgres", default=os.environ.get("MOOT_TEST_POSTGRES_URL", POSTGRES))
+    parser.add_argument(
+        "--profile",
+        metavar="FOLDER",
+        help="run each target under py-spy (pip install py-spy), its samples in FOLDER/TARGET-ROOMS.txt "
+        "(raw: one stack a line, for flamegraph.pl or a sum by function); its CPU then includes the sampling",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="another tree's src folder (`git archive REV src | tar -x -C /tmp/old`): each Moot target runs "
+        "on it too, right after this tree's, at every level",
+    )
     args = parser.parse_args()
+    if args.against:
+        args.targets = [x for t in args.targets for x in ([t] if t == "relay" else [t, t + AGAINST])]
     args.spread = args.tokens / args.pace  # rooms start over one turn's length
     llm = subprocess.Popen(
         [

@@ -10,6 +10,16 @@ that its CPU time (getrusage) and peak memory belong to it alone. Reported per c
 - CPU per chunk: the client's user+system CPU over the run, divided by the chunks the server sent;
 - wall over ideal: the run's wall time over rounds * agents * (ttft + tokens * delay), with delayed tokens;
 - peak memory: the client's peak RSS above its RSS after imports and set-up.
+
+    python bench/stream_bench.py path                        # CPU per delta of the server's path, in process
+    python bench/stream_bench.py path --against /tmp/old/src # ... and of another tree's src, taking turns
+
+`path`: the server's path for a token without the network, in one process: board meetings on SQLite
+through `RoomManager` (engine `Run`, `DurableRun`, the room's hub joining frames) to SSE frame bytes made
+as the SSE route makes them, from in-process models that yield one piece per turn of the event loop (as a
+socket read would). Reported: the process's CPU per delta, the models' own loop turns included. With
+`--against`, each repeat runs that tree's `src` (PYTHONPATH) right after this one, for a before/after on
+the same machine load (`git archive REV src | tar -x -C /tmp/old` makes one).
 """
 
 from __future__ import annotations
@@ -154,6 +164,103 @@ async def _floor_rooms(url: str, rooms: int, rounds: int, tokens: int) -> int:
 CLIENTS = {"floor": _floor_rooms, "sdk": _sdk_rooms, "moot": _moot_rooms}
 
 
+# ---- the server's path per delta, in process -------------------------------------------------------------
+
+
+async def _path(rooms: int, tokens: int, frame: float) -> dict[str, float]:
+    """Board meetings through RoomManager to SSE frame bytes; CPU seconds and deltas."""
+    import gc
+    import tempfile
+    from collections.abc import AsyncIterator
+
+    from moot.models import Completion, Model, ModelRequest, Usage
+    from moot.service.routes.streams import _sse_frame
+    from moot.service.runtime import RoomManager
+    from moot.spec import RoomSpec
+    from moot.store import Store
+
+    pieces = 0
+
+    class Pieces(Model):
+        label = "pieces"
+
+        async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+            nonlocal pieces
+            for _ in range(tokens):
+                await asyncio.sleep(0)  # one piece per turn of the loop, as a socket read gives them
+                pieces += 1
+                yield "word "
+            yield Completion(text="word " * tokens, usage=Usage(input_tokens=10, output_tokens=tokens))
+
+    folder = tempfile.mkdtemp()
+    store = Store.from_url(f"sqlite+aiosqlite:///{folder}/path.db")
+    await store.ensure_schema()
+    user = await store.create_user("bench", role="member", token_hash="-")
+    ids = []
+    for index in range(rooms):
+        spec = RoomSpec.from_data(
+            {
+                "task": f"Room {index}: {TASK}",
+                "protocol": "board",
+                "max_rounds": 1,
+                "models": {"p": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "p"}},
+                "default_model": "p",
+                "agents": [{"name": "Chair", "role": "moderator", "persona": "a neutral chair"}]
+                + [{"name": name, "persona": f"{name}, a board member"} for name in AGENTS],
+            }
+        )
+        ids.append((await store.create_room(spec, owner_id=user.id)).id)
+    manager = RoomManager(store, models_for=lambda spec: {a.name: Pieces() for a in spec.agents}, frame=frame)
+    sent = 0
+
+    async def client(room_id: str) -> None:  # as the SSE route: each batch of ready events, one body
+        nonlocal sent
+        async with manager.hub(room_id).subscribe(0) as sub:
+            async for event in sub:
+                sent += len("".join(map(_sse_frame, [event, *sub.ready()])).encode())
+
+    gc.freeze()
+    cpu = _cpu()
+    clients = []
+    for room_id in ids:
+        await manager.run(room_id)
+        clients.append(asyncio.create_task(client(room_id)))
+    await asyncio.gather(*clients)
+    cpu = _cpu() - cpu
+    await manager.shutdown()
+    await store.close()
+    return {"cpu": cpu, "deltas": pieces, "bytes": sent}
+
+
+def path_main(args: argparse.Namespace) -> None:
+    if args.one:
+        result = asyncio.run(_path(args.rooms, args.tokens, args.frame_ms / 1000))
+        print(json.dumps(result))
+        return
+    trees = [("this tree", None)] + ([(args.against, args.against)] if args.against else [])
+    got: dict[str, list[float]] = {name: [] for name, _ in trees}
+    for _ in range(args.repeats):
+        for name, src in trees:
+            env = {**os.environ, "PYTHONHASHSEED": "0"}
+            if src:
+                env["PYTHONPATH"] = src
+            out = subprocess.run(
+                [sys.executable, __file__, "path", "--one", "--rooms", str(args.rooms),
+                 "--tokens", str(args.tokens), "--frame-ms", str(args.frame_ms)],
+                capture_output=True, text=True, check=True, env=env,
+            )  # fmt: skip
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            got[name].append(result["cpu"] / result["deltas"] * 1e6)
+            print(f"{name}: {got[name][-1]:.1f} µs CPU per delta", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    print(
+        f"\n{args.rooms} board meetings, {args.tokens} pieces a reply, frames {args.frame_ms} ms, "
+        f"load average {load:.2f} at the end"
+    )
+    for name, values in got.items():
+        print(f"- {name}: {' '.join(f'{v:.1f}' for v in values)} µs CPU per delta (best {min(values):.1f})")
+
+
 def client_main(args: argparse.Namespace) -> None:
     """One measured client run, in this process; prints one JSON line."""
     import httpx  # noqa: F401  - imports happen before the baseline, as they would in a long-lived service
@@ -259,12 +366,21 @@ def main() -> None:
     client.add_argument("--rooms", type=int, default=1)
     client.add_argument("--rounds", type=int, default=3)
     client.add_argument("--tokens", type=int, default=200)
+    path = sub.add_parser("path", help="CPU per delta of the server's path, in process")
+    path.add_argument("--rooms", type=int, default=10)
+    path.add_argument("--tokens", type=int, default=1000, help="pieces in each reply")
+    path.add_argument("--frame-ms", type=int, default=50)
+    path.add_argument("--repeats", type=int, default=3)
+    path.add_argument("--against", metavar="SRC", help="another tree's src folder, run in turn with this one")
+    path.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=200)
     args = parser.parse_args()
     if args.command == "client":
         client_main(args)
+    elif args.command == "path":
+        path_main(args)
     else:
         matrix_main(args)
 

@@ -218,7 +218,10 @@ class DurableRun(Steerable):
             events = aiter(run)
             try:
                 async for event in events:
-                    await self._keep(event)
+                    if isinstance(event, TurnDelta):  # every token: kept in memory, no call to wait on
+                        self._keep_delta(event)
+                    else:
+                        await self._keep(event)
                     yield event
             finally:
                 await events.aclose()  # a reader that left early pauses the run before its status is written
@@ -283,8 +286,7 @@ class DurableRun(Steerable):
         from it which turns were cut while they streamed, and tells watchers to drop their text.
         """
         if isinstance(event, TurnDelta):
-            self._partial.setdefault(event.turn_id, []).append(event.text)
-            self._partial_seq[event.turn_id] = event.seq
+            self._keep_delta(event)
             return
         if event.seq in self._saved:
             self._saved.discard(event.seq)
@@ -299,6 +301,16 @@ class DurableRun(Steerable):
                 await self._retrying("storing the run's last events", self._flush, retries=0)
             except StoreError as exc:  # kept: the end of the run tries again, with backoff
                 logger.warning("room %s: storing the run's last events failed: %s", self.room_id, exc)
+
+    def _keep_delta(self, event: TurnDelta) -> None:
+        """A piece of a turn in flight: its text so far grows; the poller writes it (`unsaved_partials`)."""
+        turn = event.turn_id
+        parts = self._partial.get(turn)
+        if parts is None:
+            self._partial[turn] = [event.text]
+        else:
+            parts.append(event.text)
+        self._partial_seq[turn] = event.seq
 
     async def _flush(self) -> None:
         if self._unsaved:

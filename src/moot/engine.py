@@ -41,10 +41,11 @@ from moot.events import (
     RoundStarted,
     StopReason,
     TurnCompleted,
-    TurnDelta,
     TurnFailed,
     TurnRestarted,
     TurnStarted,
+    numbered,
+    turn_delta,
 )
 from moot.exceptions import ContextTooLong, ModelError, MootError, RunError, TransientModelError
 from moot.models import (
@@ -194,14 +195,33 @@ class _Channel:
         self._ending = True
         self._writable.set()
 
-    async def put(self, item: Event | _Done) -> None:
-        while len(self._items) >= self._size and not self._ending:
-            self._writable.clear()
-            await self._writable.wait()
+    def has_room(self) -> bool:
+        """Whether a put would go in without waiting."""
+        return len(self._items) < self._size or self._ending
+
+    def put_now(self, item: Event | _Done) -> bool:
+        """Puts without waiting; False, and nothing put, when the channel is full and the run goes on."""
+        if len(self._items) >= self._size and not self._ending:
+            return False
         if len(self._items) >= self._size + _OVERFLOW and not isinstance(item, _Done):
-            return  # nobody has read for a long while: only the end marker still goes in
+            return True  # nobody has read for a long while: only the end marker still goes in
         self._items.append(item)
         self._readable.set()
+        return True
+
+    async def put(self, item: Event | _Done) -> None:
+        while not self.put_now(item):
+            self._writable.clear()
+            await self._writable.wait()
+
+    def get_now(self) -> Event | _Done | None:
+        """The next item, or None when there is none yet."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if len(self._items) < self._size:
+            self._writable.set()
+        return item
 
     async def get(self) -> Event | _Done:
         while not self._items:
@@ -211,6 +231,30 @@ class _Channel:
         if len(self._items) < self._size:
             self._writable.set()
         return item
+
+
+class _Order:
+    """The lock events are numbered and queued under, counting who holds it or waits for it: when nobody
+    does, an event can be numbered and queued at once, without taking it (nothing can come between)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    def free(self) -> bool:
+        return self._users == 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._users -= 1
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._users -= 1
 
 
 class _Progress:
@@ -272,7 +316,7 @@ class Run(Steerable):
         self._on_entry = on_entry
         self._after_start = list(after_start)
         self._channel = _Channel(_QUEUE_SIZE)
-        self._order = asyncio.Lock()  # events are numbered and queued under it: seq order is stream order
+        self._order = _Order()  # events are numbered and queued under it: seq order is stream order
         self._saving = asyncio.Lock()  # one entry written at a time, in the order the entries came
         self._ceiling: int | None = None  # while an entry is written: the last seq other events may take
         self._saved = asyncio.Event()  # set when no entry is being written
@@ -359,8 +403,11 @@ class Run(Steerable):
     async def _events(self) -> AsyncGenerator[Event]:
         self.start()
         try:
+            channel = self._channel
             while True:
-                item = await self._channel.get()
+                item = channel.get_now()
+                if item is None:
+                    item = await channel.get()
                 if isinstance(item, _Done):
                     return
                 yield item
@@ -374,6 +421,8 @@ class Run(Steerable):
 
     async def _emit(self, *events: Event) -> None:
         for event in events:
+            if self._emit_now(event):
+                continue
             while True:
                 async with self._order:
                     if self._ceiling is None or self._seq < self._ceiling:
@@ -383,6 +432,21 @@ class Run(Steerable):
                             await self._channel.put(event)
                         break
                 await self._saved.wait()  # the seqs left free during a write are spent: wait for it
+
+    def _emit_now(self, event: Event) -> bool:
+        """Numbers and queues the event when that needs no waiting: nobody holds or waits for the ordering
+        lock, a seq is free below any write's ceiling, and the channel has room. False: nothing done."""
+        if not self._order.free():
+            return False
+        if self._ceiling is not None and self._seq >= self._ceiling:
+            return False
+        if not (self._reader_gone or self._channel.has_room()):
+            return False
+        self._seq += 1
+        numbered(event, self._seq)
+        if not self._reader_gone:
+            self._channel.put_now(event)
+        return True
 
     async def _commit(self, entry: Entry, *events: Event) -> None:
         """Adds an entry and emits its events as one step that a pause cannot cut in half."""
@@ -1034,7 +1098,13 @@ class Run(Steerable):
         It stops reading too once the room's time or cost budget runs out mid-reply (not in the
         conclusion, which must be whole): the words so far are kept, and the chair concludes next.
         """
-        cap = self.room.limits.reply_chars
+        limits = self.room.limits
+        cap = limits.reply_chars
+        # the room's time or cost budget, looked at after every piece; a conclusion is never cut
+        budgeted = turn.kind != "conclusion" and (
+            limits.max_seconds is not None or (limits.max_cost_usd is not None and spec is not None)
+        )
+        turn_id, round_, speaker = turn.id, turn.round, agent.name
         kept = 0
         capped = False
         budget: str | None = None
@@ -1047,17 +1117,16 @@ class Run(Steerable):
                         item, capped = item[: cap - kept], True
                     if item:
                         if not parts and progress is not None:
-                            await self._emit(progress.event(agent.name, "streaming"))
+                            await self._emit(progress.event(speaker, "streaming"))
                         parts.append(item)
                         kept += len(item)
-                        await self._emit(  # built as is: its fields are ours, checked where they were made
-                            TurnDelta.model_construct(
-                                turn_id=turn.id, round=turn.round, speaker=agent.name, text=item
-                            )
-                        )
+                        # built as is: its fields are ours, checked where they were made
+                        delta = turn_delta(turn_id, round_, speaker, item)
+                        if not self._emit_now(delta):
+                            await self._emit(delta)
                     if capped:
                         break
-                    if turn.kind != "conclusion" and (budget := self._budget_spent(request, kept, spec)):
+                    if budgeted and (budget := self._budget_spent(request, kept, spec)):
                         capped = True
                         break
                 else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from moot.events import Event, TurnCompleted, TurnDelta, TurnFailed, TurnRestarted
+from moot.events import Event, TurnCompleted, TurnDelta, TurnFailed, TurnRestarted, turn_delta
 
 FRAME_SECONDS = (
     0.05  # what a turn's deltas are joined over by default (MOOT_STREAM_FRAME_MS); 0: one per delta
@@ -71,11 +71,4 @@ class Frames:
 def _joined(parts: list[TurnDelta]) -> TurnDelta:
     """One delta with the text of `parts` (deltas of one turn, in order) and the seq of the last."""
     last = parts[-1]
-    return TurnDelta.model_construct(
-        seq=last.seq,
-        type="turn_delta",
-        turn_id=last.turn_id,
-        round=last.round,
-        speaker=last.speaker,
-        text="".join(p.text for p in parts),
-    )
+    return turn_delta(last.turn_id, last.round, last.speaker, "".join([p.text for p in parts]), seq=last.seq)

@@ -225,8 +225,12 @@ class _Rights:
         self.user = user
         return None
 
+    def due(self) -> bool:
+        """Whether `every` seconds have passed since the last check."""
+        return time.monotonic() - self._checked >= self.every
+
     async def check_now_and_then(self) -> tuple[int, str] | None:
-        if time.monotonic() - self._checked < self.every:
+        if not self.due():
             return None
         return await self.check()
 
@@ -264,7 +268,7 @@ async def room_events(
     async def stream() -> AsyncGenerator[bytes]:
         async with manager.hub(room.id).subscribe(start, follow=follow) as sub:  # here: a HEAD never reads it
             async for event in sub:
-                if await rights.check_now_and_then() is not None:
+                if rights.due() and await rights.check() is not None:
                     return
                 yield "".join(map(_sse_frame, [event, *sub.ready()])).encode()
             if sub.lagged:
