@@ -16,6 +16,7 @@ from moot.scale.bus import (
     EventPublisher,
     EventReader,
     RunQueue,
+    WorkerLoads,
     connect,
     listen_control,
     room_key,
@@ -236,3 +237,24 @@ async def test_scale_a_room_let_go_publishes_nothing_more_until_its_next_run(red
     assert [fields["k"] for _, fields in await redis.xrange(room_key("r6"))] == ["begin"]
     await reader.close()
     await publisher.close()
+
+
+async def test_scale_worker_loads_answer_the_fewest_rooms_of_the_other_live_workers(redis: Redis) -> None:
+    first = WorkerLoads(redis, "first", capacity=3, forget_after=60)
+    second = WorkerLoads(redis, "second", capacity=3, forget_after=60)
+    third = WorkerLoads(redis, "third", capacity=3, forget_after=60)
+    assert await first.report(2) == -1  # alone
+    assert await second.report(1) == 2
+    assert await first.report(2) == 1
+    assert await third.report(3) == 1  # full itself: still told the others' fewest
+    assert await second.report(1) == 2  # the full worker counts for nothing: it takes no more
+    await second.leave()
+    assert await first.report(2) == -1  # the others left, or are full
+
+
+async def test_scale_worker_loads_forget_a_worker_not_heard_from(redis: Redis) -> None:
+    quick = WorkerLoads(redis, "quick", capacity=10, forget_after=0.001)
+    assert await WorkerLoads(redis, "silent", capacity=10, forget_after=60).report(0) == -1
+    await asyncio.sleep(0.01)  # longer than `quick` remembers anyone, by Redis's clock
+    assert await quick.report(5) == -1  # the silent worker is taken for dead
+    assert "silent" not in await redis.hgetall("moot:workers:load")

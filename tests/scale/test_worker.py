@@ -9,7 +9,7 @@ import pytest
 
 from moot import durable, tracing
 from moot.durable import DurableRun
-from moot.scale.bus import RunQueue, room_key, send_control
+from moot.scale.bus import WORKERS_SEEN, RunQueue, room_key, send_control
 from moot.scale.worker import Worker
 from moot.spec import RoomSpec
 from moot.store import Store
@@ -75,6 +75,40 @@ async def test_scale_a_queued_run_continues_the_trace_of_the_request_that_asked(
     assert run.parent.span_id == asking.get_span_context().span_id
     assert run.context is not None and run.context.trace_id == asking.get_span_context().trace_id
     assert spans.children(run, "invoke_agent"), "the run's turns are its children on the worker"
+
+
+async def test_scale_a_busier_worker_leaves_the_next_rooms_to_a_less_busy_one(
+    store: Store, redis_server: RedisServer
+) -> None:
+    rooms = [(await store.create_room(RoomSpec.from_data(board(seed, 2.0)))).id for seed in range(8)]
+    async with running_worker(store, redis_server.url) as first:
+        queue = RunQueue(first.redis)
+        for room_id in rooms[:4]:  # slow rooms: each still runs at the end of the test
+            await queue.enqueue(room_id)
+        await eventually("four rooms to run on the first worker", lambda: _runs(first, 4))
+        async with running_worker(store, redis_server.url) as second:
+            await eventually("the second worker to say how busy it is", lambda: _seen(first, second.name))
+            heard_at = await first.redis.zscore(WORKERS_SEEN, second.name)
+            assert heard_at is not None
+
+            async def first_heard_of_it() -> bool:  # from then on the first worker reads no request
+                seen = await first.redis.zscore(WORKERS_SEEN, first.name)
+                return seen is not None and seen > heard_at
+
+            await eventually("the first worker to hear of the second", first_heard_of_it)
+            for room_id in rooms[4:]:
+                await queue.enqueue(room_id)
+            await eventually("the second worker to run four rooms", lambda: _runs(second, 4))
+            # taking turns instead, the first, already running four, would have taken two of them
+            assert sorted(first.manager.running()) == sorted(rooms[:4])
+
+
+async def _runs(worker: Worker, rooms: int) -> bool:
+    return len(worker.manager.running()) == rooms
+
+
+async def _seen(worker: Worker, name: str) -> bool:
+    return await worker.redis.zscore(WORKERS_SEEN, name) is not None
 
 
 async def _running_here(worker: Worker, room_id: str) -> bool:

@@ -2,6 +2,7 @@
 
     moot:runs            a stream read by the consumer group "workers": one entry per room to run
     moot:control         a pub/sub channel every worker listens on once: pause a room, take its new words
+    moot:workers:*       each live worker's rooms and room for more, so that the least busy takes the next
     moot:room:<id>       a stream per room: its events, one entry per batch, trimmed to `maxlen` entries
 
 Redis keeps nothing the rooms cannot do without: the database holds every turn, every person's words and
@@ -154,6 +155,67 @@ def _request(entry: Any) -> RunRequest | None:
         else {}
     )
     return RunRequest(entry_id, room_id, trace)
+
+
+# ---- the workers' loads -----------------------------------------------------------------------------------
+
+WORKERS_SEEN = (
+    "moot:workers:seen"  # sorted set: worker -> when it last said how busy it is (Redis's clock, ms)
+)
+WORKERS_LOAD = "moot:workers:load"  # hash: worker -> "rooms/capacity"
+
+# Notes this worker's load and when (Redis's own clock: one clock for every host), forgets workers not heard
+# from for ARGV[3] ms, and answers the fewest rooms among the other workers with room for more (-1: none).
+_REPORT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '/' .. ARGV[4])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+for _, name in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], name)
+  redis.call('HDEL', KEYS[2], name)
+end
+local least = -1
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if name ~= ARGV[1] then
+    local rooms, capacity = string.match(redis.call('HGET', KEYS[2], name) or '', '^(%d+)/(%d+)$')
+    rooms, capacity = tonumber(rooms), tonumber(capacity)
+    if rooms and capacity and rooms < capacity and (least < 0 or rooms < least) then
+      least = rooms
+    end
+  end
+end
+return least
+"""
+
+
+class WorkerLoads:
+    """How many rooms each live worker runs, so that a worker running more than another leaves the next
+    request to it: rooms asked for together spread evenly, whatever order the workers read in."""
+
+    def __init__(self, redis: Redis, name: str, capacity: int, *, forget_after: float) -> None:
+        """`forget_after`: seconds after which a worker not heard from counts no more (it died)."""
+        self.redis = redis
+        self.name = name
+        self.capacity = capacity
+        self._forget_ms = max(1, round(forget_after * 1000))
+        self._script = redis.register_script(_REPORT)
+
+    async def report(self, rooms: int) -> int:
+        """Says this worker runs `rooms`; returns the fewest rooms another live worker with room for more
+        runs, or -1 when there is none (alone, or the others are full)."""
+        least = await self._script(
+            keys=[WORKERS_SEEN, WORKERS_LOAD], args=[self.name, rooms, self._forget_ms, self.capacity]
+        )
+        return int(least)
+
+    async def leave(self) -> None:
+        """This worker stops: the others no longer wait for it to take its share."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(WORKERS_SEEN, self.name)
+            pipe.hdel(WORKERS_LOAD, self.name)
+            await pipe.execute()
 
 
 # ---- control ---------------------------------------------------------------------------------------------

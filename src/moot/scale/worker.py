@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from moot import tracing
 from moot.exceptions import MootError
-from moot.scale.bus import EventPublisher, RunQueue, RunRequest, connect, listen_control
+from moot.scale.bus import EventPublisher, RunQueue, RunRequest, WorkerLoads, connect, listen_control
 from moot.scale.leases import WorkerStore
 from moot.service.runtime import Conflict, RoomManager, state_of
 from moot.settings import Settings
@@ -37,6 +37,7 @@ from moot.store import Store
 logger = logging.getLogger(__name__)
 
 TAKE_BLOCK_MS = 1000
+BALANCE_WAIT = 0.1  # how soon a worker that left a request to a less busy one looks again
 LET_GO_REASON = "this worker lost the database; another worker takes the room over once it is back"
 
 
@@ -55,6 +56,7 @@ class Worker:
         self.name = f"{socket.gethostname()}-{secrets.token_hex(6)}"
         self.queue = RunQueue(self.redis, self.name)
         self.capacity = settings.worker_rooms
+        self.loads = WorkerLoads(self.redis, self.name, self.capacity, forget_after=settings.takeover_seconds)
         self.takeover = settings.takeover_seconds
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -116,20 +118,24 @@ class Worker:
     async def _take_loop(self) -> None:
         """Takes run requests one at a time while there is room for more, each started beside the others.
 
-        One at a time, so that rooms asked for together spread over the workers: Redis hands each new
-        request to the worker that has waited longest, and a worker busy starting or running rooms comes
-        back for the next one later. (Taking every request there was at once left one worker with nine
-        rooms of ten.) Each request is acknowledged once handled; one this worker never handled is taken
-        over by another (`_takeover_loop`).
+        One at a time, and only while no other live worker with room for more runs fewer rooms (it is left
+        the next request; `WorkerLoads`), so that rooms asked for together spread evenly over the workers.
+        (Taking every request there was at once left one worker with nine rooms of ten; taking one at a time
+        without the loads, eight of ten.) Each request is acknowledged once handled; one this worker never
+        handled is taken over by another (`_takeover_loop`).
         """
         delay = 0.2
-        handling: set[asyncio.Task[None]] = set()
+        handling: dict[asyncio.Task[None], str] = {}
         try:
             while True:
                 if self._room_for_more() <= len(handling):
                     await asyncio.sleep(0.5)
                     continue
                 try:
+                    busy = len(set(self.manager.running()).union(handling.values()))
+                    if busy > await self.loads.report(busy) >= 0:
+                        await asyncio.sleep(BALANCE_WAIT)  # a less busy worker takes the next one
+                        continue
                     requests = await self.queue.take(1, TAKE_BLOCK_MS)  # makes the group when it is missing
                     delay = 0.2
                 except (RedisError, OSError) as exc:  # Redis away: try again with backoff
@@ -139,12 +145,14 @@ class Worker:
                     continue
                 for request in requests:
                     task = asyncio.create_task(self._handle(request), name=f"moot-start-{request.room_id}")
-                    handling.add(task)
-                    task.add_done_callback(handling.discard)
+                    handling[task] = request.room_id
+                    task.add_done_callback(lambda done: handling.pop(done, None))
         finally:
             for task in handling:
                 task.cancel()
             await asyncio.gather(*handling, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.loads.leave()
 
     async def _handle(self, request: RunRequest) -> None:
         if request.room_id:
