@@ -100,3 +100,16 @@ def otlp_collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     finally:
         collector.shutdown()
         collector.server_close()
+
+
+def sent_spans(bodies: list[tuple[str, bytes]]) -> list[Any]:
+    """Every span in what an `otlp_collector` was sent, as the OTLP protobuf messages."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return [
+        span
+        for _, body in bodies
+        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]

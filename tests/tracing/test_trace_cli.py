@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from moot.cli import app
 
-from .spans import Spans, otlp_collector
+from .spans import Spans, otlp_collector, sent_spans
 
 ROOM = """
 task: Should the studio move to a four-day week?
@@ -58,8 +58,6 @@ def test_trace_moot_run_is_one_run_span_whose_turns_and_calls_are_its_children(
 
 
 def test_trace_moot_tracing_otlp_makes_moot_run_send_its_spans(tmp_path: Path) -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     with otlp_collector() as (endpoint, bodies):
         env = {**os.environ, "MOOT_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
         done = subprocess.run(
@@ -67,13 +65,7 @@ def test_trace_moot_tracing_otlp_makes_moot_run_send_its_spans(tmp_path: Path) -
             capture_output=True, text=True, timeout=120, check=False, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-    sent = [
-        span
-        for _, body in bodies
-        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
+    sent = sent_spans(bodies)
     names = {span.span_id: span.name for span in sent}
     assert Counter(names.values()) == {
         "invoke_workflow sequential": 1,

@@ -15,7 +15,7 @@ from moot.cli import app
 from moot.models import build_model
 from moot.spec import ModelSpec
 
-from .spans import Spans, otlp_collector
+from .spans import Spans, otlp_collector, sent_spans
 
 
 async def test_trace_an_evaluation_is_one_span_with_a_child_per_room_run(spans: Spans) -> None:
@@ -51,8 +51,6 @@ def test_trace_moot_eval_with_tracing_off_makes_no_spans(spans: Spans) -> None:
 
 
 def test_trace_moot_tracing_otlp_makes_moot_eval_send_its_spans() -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     with otlp_collector() as (endpoint, bodies):
         env = {**os.environ, "MOOT_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
         done = subprocess.run(
@@ -61,13 +59,7 @@ def test_trace_moot_tracing_otlp_makes_moot_eval_send_its_spans() -> None:
             capture_output=True, text=True, timeout=120, check=False, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-    sent = [
-        span
-        for _, body in bodies
-        for resource in ExportTraceServiceRequest.FromString(body).resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
+    sent = sent_spans(bodies)
     [root] = [span for span in sent if span.name == "moot eval"]
     assert not root.parent_span_id
     [run] = [span for span in sent if span.name == "invoke_workflow board"]
