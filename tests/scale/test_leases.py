@@ -102,13 +102,7 @@ async def test_scale_a_worker_cut_from_its_database_lets_the_room_go_and_another
     ):
         api = RoomManager(store, cluster=Cluster(connect(redis_server.url), store, takeover=TAKEOVER))
         closing.push_async_callback(api.shutdown)
-        cut_off = WorkerStore.from_url(
-            url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
-            connect_args=postgres_database.connect_args,
-            local_pids=False,
-        )
-        assert isinstance(cut_off, WorkerStore)
-        closing.push_async_callback(cut_off.close)
+        cut_off = _behind(proxy, postgres_database, closing)
         room = await store.create_room(RoomSpec.from_data(board(3, 20.0)))
         watcher = HubWatcher(api, room.id)
         async with running_worker(cut_off, redis_server.url, TAKEOVER) as first:
@@ -171,13 +165,7 @@ async def test_scale_a_database_away_for_longer_than_the_runs_retries_only_holds
             TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
             contextlib.AsyncExitStack() as closing,
         ):
-            held = WorkerStore.from_url(
-                url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
-                connect_args=postgres_database.connect_args,
-                local_pids=False,
-            )
-            assert isinstance(held, WorkerStore)
-            closing.push_async_callback(held.close)
+            held = _behind(proxy, postgres_database, closing)
             room = await store.create_room(RoomSpec.from_data(data))
             async with running_worker(held, redis_server.url, PATIENT_TAKEOVER) as worker:
                 await RunQueue(worker.redis).enqueue(room.id)
@@ -214,6 +202,17 @@ async def test_scale_a_database_away_for_longer_than_the_runs_retries_only_holds
     assert completed == [turn for turn, _ in turns], "each turn stored once, in order"
     assert ran_here == len(turns), "each turn ran once, on this worker"
     assert proxy.connections > 0
+
+
+def _behind(proxy: TcpProxy, database: Database, closing: contextlib.AsyncExitStack) -> WorkerStore:
+    """A worker's store on the test's database through `proxy` (so the test can cut it), closed by `closing`."""
+    url = make_url(database.url).set(host="127.0.0.1", port=proxy.port)
+    store = WorkerStore.from_url(
+        url.render_as_string(hide_password=False), connect_args=database.connect_args, local_pids=False
+    )
+    assert isinstance(store, WorkerStore)
+    closing.push_async_callback(store.close)
+    return store
 
 
 async def _asked(model: HeldModel) -> bool:
