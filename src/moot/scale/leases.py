@@ -23,7 +23,8 @@ from typing import Any
 
 from moot.events import Event
 from moot.scrub import scrub
-from moot.store import Store, StoreError
+from moot.spec import RoomSpec
+from moot.store import RoomRecord, RunState, Store, StoreError
 from moot.store.tables import RoomStatus
 from moot.transcript import Entry
 
@@ -81,10 +82,24 @@ class WorkerStore(Store):
     async def acquire(self, room_id: str, owner: str, ttl: float) -> bool:
         began = time.monotonic()
         taken = await super().acquire(room_id, owner, ttl)
-        if taken:  # a new run of the room: the one let go has ended (a room runs once per process)
-            self._let_go.discard(room_id)
-            self._held_until[room_id] = began + ttl
+        if taken:
+            self._taken(room_id, began + ttl)
         return taken
+
+    async def claim(
+        self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
+    ) -> tuple[RoomRecord, RunState | None]:
+        """A run's start (`Store.claim`): the lease it takes is accounted for as `acquire`'s is."""
+        began = time.monotonic()
+        record, state = await super().claim(room_id, owner, ttl, spec=spec)
+        if state is not None:
+            self._taken(room_id, began + ttl)
+        return record, state
+
+    def _taken(self, room_id: str, held_until: float) -> None:
+        """A new run of the room holds its lease: the one let go has ended (a room runs once per process)."""
+        self._let_go.discard(room_id)
+        self._held_until[room_id] = held_until
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
         """Tries until it works: True, or False once the lease is someone else's or the room was let go."""
@@ -118,6 +133,10 @@ class WorkerStore(Store):
         self._held_until.pop(room_id, None)
 
     # ---- writes for a room ----------------------------------------------------------------------------
+
+    async def mark_running(self, room_id: str) -> None:
+        self._check(room_id)
+        await super().mark_running(room_id)
 
     async def update_room(
         self, room_id: str, *, status: RoomStatus | None = None, error: str | None = None
