@@ -128,11 +128,13 @@ class Worker:
         handling: dict[asyncio.Task[None], str] = {}
         try:
             while True:
-                if self._room_for_more() <= len(handling):
+                busy = len(
+                    set(self.manager.running()).union(handling.values())
+                )  # a room starting counts once
+                if busy >= self.capacity:
                     await asyncio.sleep(0.5)
                     continue
                 try:
-                    busy = len(set(self.manager.running()).union(handling.values()))
                     if busy > await self.loads.report(busy) >= 0:
                         await asyncio.sleep(BALANCE_WAIT)  # a less busy worker takes the next one
                         continue
