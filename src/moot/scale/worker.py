@@ -128,9 +128,8 @@ class Worker:
         handling: dict[asyncio.Task[None], str] = {}
         try:
             while True:
-                busy = len(
-                    set(self.manager.running()).union(handling.values())
-                )  # a room starting counts once
+                # the rooms it runs and starts, each once: a room starting may already count as running
+                busy = len(set(self.manager.running()).union(handling.values()))
                 if busy >= self.capacity:
                     await asyncio.sleep(0.5)
                     continue
