@@ -1,6 +1,7 @@
-"""What taking in a model's stream costs per token: Moot's OpenAI adapter on asyncio's streams (its default),
-the same adapter on httpx's own network backend (anyio's), and the bare relay's reading (httpx `aiter_lines`
-and orjson, as `bench/service_bench.py`'s relay does).
+"""What taking in a model's stream costs per token: Moot's OpenAI adapter on its own HTTP reader (asyncio's
+Protocol and httptools, its default), the same adapter on httpx over asyncio's streams (what it uses where a
+proxy is set) and over httpx's own network backend (anyio's), and the bare relay's reading (httpx
+`aiter_lines` and orjson, as `bench/service_bench.py`'s relay does).
 
     python bench/read_bench.py                       # 20 streams at once, 200 tokens each, 5 rounds
     python bench/read_bench.py --streams 40 --rounds 9
@@ -35,8 +36,10 @@ Read = Callable[[], Awaitable[int]]
 
 def _lean(url: str, backend: str) -> Read:
     model = OpenAILeanModel(ModelSpec(provider="openai", model="bench", base_url=url, api_key="none"))
+    client = model._connect()
+    if backend != "wire":
+        model._wire = None  # httpx, as with a proxy
     if backend == "anyio":
-        client = model._connect()
         client._transport._pool._network_backend = httpcore.AnyIOBackend()  # type: ignore[attr-defined]
     request = ModelRequest(system="", messages=(Message("user", "go"),), max_tokens=10_000)
 
@@ -74,7 +77,11 @@ async def _round(read: Read, streams: int) -> tuple[float, int]:
 
 
 async def _main(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
-    ways = {"asyncio streams (Moot)": _lean(url, "asyncio"), "anyio (httpx's own)": _lean(url, "anyio")}
+    ways = {
+        "Protocol + httptools (Moot)": _lean(url, "wire"),
+        "httpx on asyncio streams": _lean(url, "asyncio"),
+        "httpx on anyio (its own)": _lean(url, "anyio"),
+    }
     ways["relay: aiter_lines"] = _relay(url)
     per_token: dict[str, list[float]] = defaultdict(list)
     for read in ways.values():  # a warm-up round each: connections, imports
@@ -116,7 +123,7 @@ def main() -> None:
         f"--rounds {args.rounds}`: {os.cpu_count()} CPUs, load average {load:.2f} before and "
         f"{os.getloadavg()[0]:.2f} after\n"
     )
-    base = statistics.median(per_token["asyncio streams (Moot)"])
+    base = statistics.median(per_token["Protocol + httptools (Moot)"])
     print("| way | CPU µs/token, median | min | max | against Moot's |")
     print("|---|---:|---:|---:|---:|")
     for way, values in per_token.items():

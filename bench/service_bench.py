@@ -70,9 +70,28 @@ class _Stamps:
     def __init__(self) -> None:
         self.chunks: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self.calls: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+        self.full_gcs: list[float] = []  # the collector's full passes over the level, ms each
+        self._gc_began = 0.0
+
+    def watch_collector(self) -> None:
+        import gc
+
+        def timed(phase: str, info: dict[str, int]) -> None:
+            if info["generation"] != 2:
+                return
+            if phase == "start":
+                self._gc_began = time.perf_counter()
+            else:
+                self.full_gcs.append((time.perf_counter() - self._gc_began) * 1000)
+
+        gc.callbacks.append(timed)
 
     def dump(self) -> dict[str, Any]:
-        return {"chunks": self.chunks, "calls": self.calls}
+        return {"chunks": self.chunks, "calls": self.calls, "full_gcs": self.full_gcs}
+
+
+def _collections(pauses: list[float]) -> str:
+    return f"{len(pauses)} ({max(pauses):.0f})" if pauses else "0"
 
 
 def _stamped_models(stamps: _Stamps) -> Any:
@@ -149,7 +168,12 @@ async def _moot(args: argparse.Namespace, folder: Path) -> None:
     task = asyncio.create_task(server.serve(sockets=[listening]))
     base = f"http://127.0.0.1:{listening.getsockname()[1]}"
     paths = [f"/api/v1/rooms/{room_id}/events?follow=true&token={token}" for room_id in ids]
-    gc.freeze()  # as `moot serve` does once it has started
+    try:
+        from moot.service.heap import settle_heap  # as `moot serve` does once it has started
+    except ImportError:  # an older tree (--against): it froze start-up's objects only
+        settle_heap = gc.freeze
+    settle_heap()
+    stamps.watch_collector()
     print(json.dumps({"url": base, "paths": paths}), flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # "go": every client is connected
     cpu = time.process_time()
@@ -181,6 +205,7 @@ async def _relay(args: argparse.Namespace, folder: Path) -> None:
     import httpx
 
     stamps = _Stamps()
+    stamps.watch_collector()
     clients: dict[int, asyncio.StreamWriter] = {}
     connected = asyncio.Condition()
 
@@ -300,7 +325,7 @@ def _spawn(*args: str, profile: str | None = None, src: str | None = None) -> su
     command = [sys.executable, __file__, *args]
     if profile:
         spy = str(Path(sys.executable).with_name("py-spy"))
-        command = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "200", "-o", profile, "--"]
+        command = [spy, "record", "--nonblocking", "--format", "raw", "--rate", "100", "-o", profile, "--"]
         command += [sys.executable, __file__, *args]
     env = {**os.environ, "PYTHONPATH": src} if src else None
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -413,6 +438,7 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         "cpu_us": served["cpu"] / len(ms) * 1e6,
         # the load's own processes, in cores over the level: the fake model server, the clients
         "others": (model_cpu + clients_cpu) / wall,
+        "full_gcs": served.get("full_gcs", []),
     }
     row["ok"] = row["p99"] < TARGET_P99_MS and row["pace"] <= TARGET_PACE
     return row
@@ -537,14 +563,14 @@ def main() -> None:
     )
     print(
         "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token "
-        "| model server + clients, cores | ok |"
+        "| model server + clients, cores | full GCs (longest ms) | ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for r in sorted(rows, key=lambda r: (args.targets.index(r["target"]), r["rooms"])):
         print(
             f"| {r['target']} | {r['rooms']} | {r['tokens']} | {r['frames']} | {r['tokens_per_s']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['pace']:.3f} | {r['cpu_us']:.0f} "
-            f"| {r['others']:.2f} | {'yes' if r['ok'] else 'no'} |"
+            f"| {r['others']:.2f} | {_collections(r['full_gcs'])} | {'yes' if r['ok'] else 'no'} |"
         )
     print()
     for target in args.targets:

@@ -237,7 +237,7 @@ class ModelSpec(_Spec):
     def resolve_api_key(self) -> str | None:
         """The key to send, from the file or the named environment variable; None where none is needed."""
         if self.api_key is not None:
-            return self.api_key.get_secret_value()
+            return self._one_line(self.api_key.get_secret_value(), "api_key")
         if self.api_key_env:
             value = os.environ.get(self.api_key_env)
             if not value:
@@ -246,19 +246,31 @@ class ModelSpec(_Spec):
                     f"export {self.api_key_env}=<your key>, or give api_key for a local server",
                     model=self.label,
                 )
-            return value
+            return self._one_line(value, self.api_key_env)
         if self.provider in ("simulated", "llamacpp"):
             return None
         default_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[self.provider]
         value = os.environ.get(default_env)
         if value:
-            return value
+            return self._one_line(value, default_env)
         if self.base_url:  # local servers (Ollama, vLLM, llama.cpp) usually take any key
             return "not-needed"
         raise ModelUnavailable(
             f"{self.label}: no API key; set {default_env}, or give api_key_env naming the variable that holds it",
             model=self.label,
         )
+
+    def _one_line(self, key: str, source: str) -> str:
+        """`key` without surrounding blanks; a line break or other control character inside it (which would
+        end a request header early) is refused, naming where the key came from and never the key."""
+        key = key.strip()
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+            raise ModelUnavailable(
+                f"{self.label}: the key in {source} holds a line break or another control character; a key "
+                "is one line of printable characters: check how it was copied",
+                model=self.label,
+            )
+        return key
 
 
 ModelRef = Annotated[

@@ -27,7 +27,7 @@ from moot.models._guard import GuardedBackend, NetworkRefused, refused_in
 from moot.models._net import AsyncioBackend
 from moot.spec import ModelSpec
 
-__all__ = ["httpx_client", "raise_refusal", "sdk_http_client", "ssl_context"]
+__all__ = ["httpx_client", "raise_refusal", "redirect_refusal", "sdk_http_client", "ssl_context"]
 
 Client = TypeVar("Client")
 KEEPALIVE = 3.0  # seconds an idle connection is kept for reuse
@@ -120,15 +120,19 @@ def _refuse_redirects(label: str) -> Callable[[Any], Awaitable[None]]:
     async def hook(response: Any) -> None:
         status = int(response.status_code)
         if 300 <= status < 400:
-            where = _shown(str(response.url), response.headers.get("location"))
-            raise NetworkRefused(
-                f"{label}: the server answered with a redirect (HTTP {status}) to {where}; redirects are not "
-                "followed: set base_url to the final address",
-                model=label,
-                status=status,
-            )
+            raise redirect_refusal(label, status, str(response.url), response.headers.get("location"))
 
     return hook
+
+
+def redirect_refusal(label: str, status: int, url: str, location: str | None) -> NetworkRefused:
+    """The error for a redirect from `url` to `location`: never followed, wherever it points."""
+    return NetworkRefused(
+        f"{label}: the server answered with a redirect (HTTP {status}) to {_shown(url, location)}; redirects "
+        "are not followed: set base_url to the final address",
+        model=label,
+        status=status,
+    )
 
 
 def _shown(url: str, location: str | None) -> str:

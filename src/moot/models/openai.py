@@ -18,6 +18,7 @@ from moot.exceptions import ContextTooLong, ModelError, ModelRequestError
 from moot.models import Completion, Model, ModelRequest, Usage, _windows, estimate_usage
 from moot.models._http import httpx_client, raise_refusal, sdk_http_client
 from moot.models._windows import credentials_digest
+from moot.models._wire import Answer, Wire, wire_for
 from moot.models.retry import (
     broken_stream,
     connection_error,
@@ -60,6 +61,8 @@ def _max_tokens(spec: ModelSpec, request: ModelRequest) -> int:
 # for the rest of the process; per kind, since a server may refuse one schema's keywords and take another's.
 FORMAT_MODES: tuple[str, ...] = ("json_schema", "json_object", "prompt")
 _formats: dict[tuple[str, str], str] = {}
+# A stream line this long without its end is no chunk of a reply (a whole reply in one chunk is far less).
+_MAX_LINE = 8 << 20
 _RESEND_STALE = 2  # times a request is sent again when the server dropped the connection without an answer
 
 
@@ -137,17 +140,21 @@ def _usage(prompt_tokens: object, completion_tokens: object) -> Usage | None:
 class _ChatStream:
     """Parses chat-completion SSE bytes; each read's content deltas are joined into one string in `texts`."""
 
-    __slots__ = ("arrived", "done", "finish_reason", "model", "rest", "spec", "texts", "usage")
+    __slots__ = ("arrived", "done", "finish_reason", "model", "rest", "spec", "started", "texts", "usage")
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.rest = b""  # an incomplete last line, kept for the next read
         self.texts: list[str] = []  # joined by the consumer, which may fall behind by several reads
         self.arrived = asyncio.Event()
+        self.started = False  # the server answered 2xx: a failure from here on breaks a reply begun
         self.done = False  # saw data: [DONE]
         self.finish_reason: str | None = None
         self.model = ""
         self.usage: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        self.started = True
 
     def feed(self, data: bytes) -> None:
         """Takes one network read; a chunk of the wrong shape raises TransientModelError, as a cut would."""
@@ -155,6 +162,8 @@ class _ChatStream:
             data = self.rest + data
         lines = data.split(b"\n")
         self.rest = lines.pop()
+        if len(self.rest) > _MAX_LINE:
+            raise malformed_chunk(self.spec, self.rest[:200] + b"...")
         text = ""
         for line in lines:
             if line.startswith(b"data: {"):
@@ -208,6 +217,7 @@ class OpenAILeanModel(Model):
         self.spec = spec
         self.label = spec.label
         self._client: httpx.AsyncClient | None = None
+        self._wire: Wire | None = None  # the streamed requests' way, where no proxy is to be used
         self._key: str | None = None
 
     def _connect(self) -> httpx.AsyncClient:
@@ -225,6 +235,7 @@ class OpenAILeanModel(Model):
             self._client = httpx_client(
                 self.spec, base_url=self._base_url(), headers=headers, timeout=self.spec.timeout
             )
+            self._wire = wire_for(self.spec, self._client, self._base_url(), headers)
         return self._client
 
     def _base_url(self) -> str:
@@ -324,45 +335,57 @@ class OpenAILeanModel(Model):
 
     async def _pump(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> None:
         spec = self.spec
-        started = False
         resent = 0
         try:
             while True:
                 try:
-                    async with client.stream("POST", "chat/completions", content=body) as response:
-                        if response.status_code >= 400:
-                            error = await response.aread()
-                            raise status_error(
-                                spec,
-                                response.status_code,
-                                error_detail(error),
-                                retry_after=retry_after(response.headers),
-                                key=self._key,
-                                body=error,
-                            )
-                        started = True
-                        feed = state.feed
-                        async for raw in response.aiter_raw():
-                            feed(raw)
+                    answer = await self._post(client, body, state)
                     break
                 except httpx.RemoteProtocolError:
                     # A kept-alive connection the server closed just as the request went out on it (no
                     # answer at all): sent again at once, on a fresh connection, as browsers do.
-                    if started or resent == _RESEND_STALE:
+                    if state.started or resent == _RESEND_STALE:
                         raise
                     resent += 1
         except httpx.TimeoutException as exc:
-            raise connection_error(spec, exc, started=started, timed_out=True) from exc
+            raise connection_error(spec, exc, started=state.started, timed_out=True) from exc
         except httpx.RequestError as exc:
-            raise connection_error(spec, exc, started=started) from exc
+            raise connection_error(spec, exc, started=state.started) from exc
         except orjson.JSONDecodeError as exc:
             raise broken_stream(spec, f"unreadable data ({exc})") from exc
         finally:
             state.arrived.set()
+        if answer is not None:
+            raise status_error(
+                spec,
+                answer.status,
+                error_detail(answer.body),
+                retry_after=retry_after(answer.headers),
+                key=self._key,
+                body=answer.body,
+            )
         if not state.done and state.finish_reason is None:
             raise broken_stream(spec)
 
+    async def _post(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> Answer | None:
+        """Streams the answer's body into `state`; a failure status's answer is returned whole."""
+        if self._wire is not None:
+            answer = await self._wire.post("chat/completions", body, state.feed, state.start)
+            return answer if answer.status >= 400 else None
+        async with client.stream("POST", "chat/completions", content=body) as response:
+            if response.status_code >= 400:
+                error = await response.aread()
+                return Answer(response.status_code, dict(response.headers), error)
+            state.start()
+            feed = state.feed
+            async for raw in response.aiter_raw():
+                feed(raw)
+        return None
+
     async def aclose(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -247,6 +247,7 @@ class Worker:
 async def serve_worker(settings: Settings, *, store: Store | None = None) -> None:
     """Runs one worker until SIGTERM or SIGINT; /metrics on `worker_metrics_port` when set."""
     from moot.service.crypto import Cipher
+    from moot.service.heap import settle_heap
     from moot.service.providers import ProviderResolver
 
     if settings.redis_url is None:
@@ -268,6 +269,7 @@ async def serve_worker(settings: Settings, *, store: Store | None = None) -> Non
         worker = Worker(settings, opened, manager, publisher)
         if settings.worker_metrics_port is not None:
             _serve_metrics(manager, settings.worker_metrics_port, settings.host)
+        settle_heap()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):  # Windows

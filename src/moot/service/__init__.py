@@ -10,7 +10,6 @@ this process only asks them to run, pause and take words, and relays the rooms' 
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from moot import __version__
 from moot.service import errors
 from moot.service.auth import ensure_admin
 from moot.service.crypto import Cipher
+from moot.service.heap import settle_heap
 from moot.service.limits import limiter_for
 from moot.service.pages import install_docs
 from moot.service.providers import ProviderResolver
@@ -74,9 +74,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             app.state.manager = manager
             app.state.limiter = limiter_for(settings, manager.cluster.redis if manager.cluster else None)
             await manager.start()
-            # What start-up made lives as long as the process: out of the collector's way, so that a full
-            # collection walks only what the rooms hold, and does not pause every stream the longer.
-            gc.freeze()
+            settle_heap()  # start-up's objects out of the collector's walks, full collections rarer
             try:
                 yield
             finally:

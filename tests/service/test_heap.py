@@ -1,0 +1,35 @@
+"""A started server keeps the collector's full passes, which pause every stream, rare."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moot.service.heap import FULL_COLLECTION_AFTER
+from store.fixtures import Database
+
+from .helpers import make_settings, running_server
+
+
+@pytest.fixture
+def python_defaults() -> Iterator[None]:
+    """The collector as Python starts it, and as it was after the test."""
+    was = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*was)
+
+
+@pytest.mark.usefixtures("python_defaults")
+async def test_a_started_server_freezes_start_up_and_makes_full_collections_rarer(
+    database: Database, tmp_path: Path
+) -> None:
+    async with running_server(database, make_settings(tmp_path)):
+        assert gc.get_freeze_count() > 0
+        young, middle, full = gc.get_threshold()
+        assert (young, middle, full) == (700, 10, FULL_COLLECTION_AFTER)
+    assert FULL_COLLECTION_AFTER > 10
