@@ -65,6 +65,7 @@ NAMED_COLOURS: dict[str, str] = {
 }  # fmt: skip
 MAX_AVATAR_TEXT = 16
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # characters a key never holds: they would end a header early
 
 
 def http_url(value: str, example: str) -> str:
@@ -264,7 +265,7 @@ class ModelSpec(_Spec):
         """`key` without surrounding blanks; a line break or other control character inside it (which would
         end a request header early) is refused, naming where the key came from and never the key."""
         key = key.strip()
-        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        if _CONTROL.search(key):
             raise ModelUnavailable(
                 f"{self.label}: the key in {source} holds a line break or another control character; a key "
                 "is one line of printable characters: check how it was copied",
