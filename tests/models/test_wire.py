@@ -242,6 +242,25 @@ async def test_a_huge_error_answer_is_read_only_so_far_and_reported(collect: Col
     assert len(str(caught.value)) < 2000
 
 
+async def test_an_answer_whose_headers_never_end_is_cut_off(collect: Collect) -> None:
+    """Header lines without end: refused past 64 KiB, not held until memory runs out."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        line = b"x-padding: " + b"p" * 1000 + b"\r\n"
+        for _ in range(1000):  # a megabyte of headers, unless the client hangs up first
+            writer.write(line)
+            await writer.drain()
+
+    async with raw_server(answer) as server:
+        model = _model(server.url)
+        try:
+            with pytest.raises(TransientModelError, match="over 65536 bytes of headers"):
+                await collect(model, REQUEST)
+        finally:
+            await model.aclose()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],

@@ -32,6 +32,7 @@ __all__ = ["Answer", "Wire", "proxied", "wire_for"]
 
 MAX_IDLE = 20  # kept-alive connections per model
 MAX_ERROR_BODY = 1 << 20  # bytes of an error answer kept: enough for any error object
+MAX_HEAD = 64 << 10  # bytes of an answer's status line and headers (h11, under httpx, allows 16 KiB)
 
 
 def proxied(client: httpx.AsyncClient, url: str) -> bool:
@@ -103,6 +104,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
+        self._head_bytes = 0  # of the answer in flight, while its head is incomplete
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -121,9 +123,17 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            pass  # a callback failed the reply already
+            return  # a callback failed the reply already
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"the server's answer is not valid HTTP ({exc})"))
+            return
+        reply = self.reply
+        if reply is not None and reply.answer is None:  # still in the head, which the parser holds whole
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(
+                    httpx.RemoteProtocolError(f"the server's answer sent over {MAX_HEAD} bytes of headers")
+                )
 
     def eof_received(self) -> bool:
         return False  # close: a half-closed connection serves nothing more
@@ -195,6 +205,7 @@ class _Connection(asyncio.Protocol):
         loop = self._loop
         self.reply = reply = _Reply(feed, started, loop.create_future(), loop.create_future())
         self.heard = self.reusable = False
+        self._head_bytes = 0
         self._last_read = self._loop.time()
         self._timer = self._loop.call_at(self._last_read + self._timeout, self._expire)
         self.transport.write(request)
