@@ -161,7 +161,8 @@ class ModelSpec(_Spec):
     retry_backoff: float = Field(1.0, ge=0, description="First wait before a retry, doubled each time.")
     retry_max_wait: float = Field(30.0, ge=0, description="Longest wait before one retry.")
     transport: Literal["lean", "sdk"] = Field(
-        "lean", description="openai only: 'lean' streams with httpx+orjson, 'sdk' uses the official SDK."
+        "lean",
+        description="openai only: 'lean' streams on Moot's own reader with orjson, 'sdk' uses the official SDK.",
     )
     stored_provider: str | None = Field(
         None,
