@@ -14,6 +14,7 @@ import pytest
 from moot.conclusion import Conclusion
 from moot.events import InterventionAdded
 from moot.store import DuplicateTurn, RoomNotFound, Store, StoreError, _database
+from moot.store._together import Together
 from moot.transcript import USER, Entry
 
 from .fixtures import Database
@@ -125,3 +126,31 @@ async def test_a_pooled_connection_the_database_closed_is_replaced_unseen(
         monkeypatch.setattr(_database, "PING_AFTER_IDLE", ping_after)
 
         assert (await store.get_room(room)).id == room
+
+
+async def test_calls_asked_while_one_runs_go_together_and_a_caller_gone_before_is_left_out() -> None:
+    runs: list[list[int]] = []
+    began, go_on = asyncio.Event(), asyncio.Event()
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        runs.append(items)
+        began.set()
+        await go_on.wait()
+        return [ValueError(f"no {item}") if item == 3 else item * 10 for item in items]
+
+    together: Together[int, int] = Together(run, "test")
+    first = asyncio.create_task(together(1))
+    await began.wait()  # the first runs alone; the next ones wait for it
+    later = [asyncio.create_task(together(n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0)  # each has asked
+    later[2].cancel()
+    go_on.set()
+
+    assert await first == 10
+    assert await later[0] == 20
+    with pytest.raises(ValueError, match="no 3"):
+        await later[1]
+    with pytest.raises(asyncio.CancelledError):
+        await later[2]
+    assert runs == [[1], [2, 3]]
+    await together.idle()

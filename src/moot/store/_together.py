@@ -28,7 +28,10 @@ class Together(Generic[A, R]):
         self._task: asyncio.Task[None] | None = None
 
     async def __call__(self, item: A) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if self._task is not None and (self._task.done() or self._task.get_loop() is not loop):
+            self._task, self._waiting = None, []  # left by a loop that closed under it: nobody waits there
         self._waiting.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name=self._name)
@@ -36,7 +39,7 @@ class Together(Generic[A, R]):
 
     async def idle(self) -> None:
         """Returns once nothing waits or runs (a store closing lets its last writes end first)."""
-        while self._task is not None:
+        while self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
             await asyncio.wait({self._task})
 
     async def _drain(self) -> None:
@@ -64,4 +67,5 @@ class Together(Generic[A, R]):
             self._waiting = []
             raise
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():
+                self._task = None
