@@ -304,13 +304,10 @@ _PARTIALS = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
     PartialRow.room_id == bindparam("room")
 )
 _LAST_SEQ = select(func.max(EventRow.seq)).where(EventRow.room_id == bindparam("room"))
-_PENDING = (
-    select(InterventionRow)
+_PENDING_WORDS = (
+    select(InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at)
     .where(InterventionRow.room_id == bindparam("room"), InterventionRow.taken_at.is_(None))
     .order_by(InterventionRow.id)
-)
-_PENDING_WORDS = _PENDING.with_only_columns(
-    InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at
 )
 
 
