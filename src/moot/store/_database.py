@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Float, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -25,6 +27,13 @@ from moot.store._errors import StoreError
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_PRAGMAS = ("busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL")
 POSTGRES_CONNECT_TIMEOUT = 10.0  # asyncpg waits 60 s by default: too long to learn a URL is wrong
+# Connections a process keeps, and how many more it may open for a while: 15 at most, as SQLAlchemy's default
+# pool (5 + 10), but 10 kept, so that a process running many rooms does not open and close connections (each a
+# new server process, its type lookups and statements prepared again) at every burst of writes.
+POSTGRES_POOL = (10, 5)
+PING_AFTER_IDLE = (
+    10.0  # seconds a pooled PostgreSQL connection sits unused before it is pinged as it is taken
+)
 _MIGRATION_LOCK = 0x6D6F6F74  # "moot": one PostgreSQL advisory lock serialises concurrent upgrades
 _HELP = "set MOOT_DATABASE_URL to sqlite+aiosqlite:///path/to/moot.db or postgresql+asyncpg://user@host/db"
 
@@ -85,7 +94,48 @@ def create_engine(url: URL, connect_args: Mapping[str, Any] | None = None) -> As
     if problem := missing("PostgreSQL", "asyncpg"):  # the driver comes with the postgres extra
         raise StoreError(problem)
     args.setdefault("timeout", POSTGRES_CONNECT_TIMEOUT)
-    return create_async_engine(url, connect_args=args, hide_parameters=True, pool_pre_ping=True)
+    # No pool_pre_ping: with asyncpg it is three round trips (BEGIN, ";", ROLLBACK) at every checkout, more
+    # than most of the store's calls send themselves. A connection the server or the network closed is known
+    # to asyncpg once its socket saw the end, and is swapped at checkout for free; one that sat unused a while
+    # (a server restarted overnight) is pinged as it is taken (`_checked_out`). One that breaks under a
+    # statement fails that call and invalidates the pool's older connections; the caller's retry
+    # (moot.durable) runs on a new one.
+    engine = create_async_engine(
+        url,
+        connect_args=args,
+        hide_parameters=True,
+        pool_size=POSTGRES_POOL[0],
+        max_overflow=POSTGRES_POOL[1],
+    )
+    event.listen(engine.sync_engine, "checkin", _checked_in)
+    event.listen(engine.sync_engine, "checkout", _checked_out)
+    return engine
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for reads and single-statement writes: on PostgreSQL the same pool without BEGIN and
+    ROLLBACK around each (two round trips of three for a read: each statement is its own transaction); on
+    SQLite the engine itself (its driver begins nothing for a read)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection as it is taken: one whose socket is closed already is replaced, one
+    unused for PING_AFTER_IDLE seconds or more is pinged first (replaced when the ping finds it gone)."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the database closed this connection")
+    if time.monotonic() - record.info.get("idle_since", math.inf) < PING_AFTER_IDLE:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        raise DisconnectionError(f"the database did not answer a ping: {exc}") from exc
 
 
 def _make_folder(url: URL) -> None:

@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -27,10 +27,14 @@ from typing import Any, Literal, Self, TypeVar, cast, get_args
 
 from pydantic import SecretStr
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Executable,
+    Float,
+    Integer,
     Row,
     Select,
+    Text,
     bindparam,
     case,
     delete,
@@ -51,6 +55,7 @@ from moot.settings import get_settings
 from moot.spec import RoomSpec
 from moot.store._database import (
     async_url,
+    autocommit,
     create_engine,
     current_revision,
     db_now,
@@ -58,6 +63,7 @@ from moot.store._database import (
     run_upgrade,
 )
 from moot.store._errors import DuplicateTurn, RoomNotFound, StoreError
+from moot.store._together import Together
 from moot.store.tables import (
     AgentTemplateRow,
     EntryRow,
@@ -298,13 +304,10 @@ _PARTIALS = select(PartialRow.turn_id, PartialRow.text, PartialRow.seq).where(
     PartialRow.room_id == bindparam("room")
 )
 _LAST_SEQ = select(func.max(EventRow.seq)).where(EventRow.room_id == bindparam("room"))
-_PENDING = (
-    select(InterventionRow)
+_PENDING_WORDS = (
+    select(InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at)
     .where(InterventionRow.room_id == bindparam("room"), InterventionRow.taken_at.is_(None))
     .order_by(InterventionRow.id)
-)
-_PENDING_WORDS = _PENDING.with_only_columns(
-    InterventionRow.id, InterventionRow.author, InterventionRow.text, InterventionRow.created_at
 )
 
 
@@ -320,16 +323,95 @@ def _lease_condition(lease: Lease | None, owner: str) -> ColumnElement[bool] | N
     return (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class _Save:
+    """What `save_entry` (an entry and its events) or `save_events` (events alone) writes for a room."""
+
+    room_id: str
+    entry: Entry | None
+    events: tuple[Event, ...]
+
+
+# A save's change to its room's row, one statement for any save: the round follows a speech or summary (NULL
+# leaves it), the token totals grow by the entry's usage (0), a conclusion is kept (NULL leaves the stored one).
+_SAVE_ROOM = (
+    update(RoomRow)
+    .where(RoomRow.id == bindparam("b_room"))
+    .values(
+        round=case(
+            (RoomRow.round < bindparam("b_round", type_=Integer), bindparam("b_round", type_=Integer)),
+            else_=RoomRow.round,
+        ),
+        input_tokens=RoomRow.input_tokens + bindparam("b_input", type_=BigInteger),
+        output_tokens=RoomRow.output_tokens + bindparam("b_output", type_=BigInteger),
+        conclusion=func.coalesce(bindparam("b_conclusion", type_=Text), RoomRow.conclusion),
+        updated_at=bindparam("b_now", type_=Float),
+    )
+)
+_TURN_DONE = delete(PartialRow).where(
+    PartialRow.room_id == bindparam("b_room"), PartialRow.turn_id == bindparam("b_turn")
+)
+_WORDS_TAKEN = (
+    update(InterventionRow)
+    .where(InterventionRow.room_id == bindparam("b_room"), InterventionRow.id == bindparam("b_ref"))
+    .values(taken_at=bindparam("b_now", type_=Float))
+)
+
+
+def _room_changes(save: _Save, now: float) -> dict[str, Any]:
+    entry = save.entry
+    usage = entry.usage if entry is not None else None
+    conclusion = entry.conclusion if entry is not None and entry.kind == "conclusion" else None
+    return {
+        "b_room": save.room_id,
+        "b_round": entry.round if entry is not None and entry.kind in ("speech", "summary") else None,
+        "b_input": usage.input_tokens if usage is not None else 0,
+        "b_output": usage.output_tokens if usage is not None else 0,
+        "b_conclusion": conclusion.model_dump_json() if conclusion is not None else None,
+        "b_now": now,
+    }
+
+
+def _entry_row(room_id: str, entry: Entry) -> dict[str, Any]:
+    return {
+        "room_id": room_id,
+        "turn_id": entry.turn_id if entry.is_turn else None,
+        "kind": entry.kind,
+        "round": entry.round,
+        "stage": entry.stage,
+        "slot": entry.slot,
+        "arrival": entry.arrival,
+        "speaker": entry.speaker,
+        "created_at": entry.created_at,
+        "data": entry.model_dump_json(),
+    }
+
+
+def _named(saved: tuple[str, Entry]) -> tuple[str, str]:
+    return saved[0], saved[1].turn_id
+
+
+async def _outcome(call: Awaitable[None]) -> BaseException | None:
+    try:
+        await call
+    except Exception as exc:
+        return exc
+    return None
+
+
 class Store:
     """Rooms on one database. Build it with `Store.from_url`; close it (or use `async with`) when done."""
 
     def __init__(self, engine: AsyncEngine, *, local_pids: bool = True) -> None:
         """`local_pids=False`: leases end only by the database's clock, never because a pid looks gone."""
         self._engine = engine
+        self._alone = autocommit(engine)  # reads and one-statement writes: no transaction to begin and end
         self._local_pids = local_pids
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self._alone, expire_on_commit=False)
         self._schema_lock = asyncio.Lock()
         self._schema_ready = False
+        self._saving = Together(self._save_together, "moot-store-saves")
+        self._reading_words = Together(self._words_together, "moot-store-words")
         self.url = engine.url.render_as_string(hide_password=True)
         self.writes = 0  # committed write transactions: what a benchmark of writes per turn counts
 
@@ -368,6 +450,7 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
+        await self._saving.idle()  # saves already asked for are written, or fail, first
         await self._engine.dispose()
 
     # ---- plumbing -------------------------------------------------------------------------------------
@@ -403,10 +486,11 @@ class Store:
 
     @asynccontextmanager
     async def _look(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads that need no ORM objects: lighter than a session (the start of every run
-        reads through it); what it began is rolled back as it closes."""
+        """A connection for reads that need no ORM objects: lighter than a session. Like a session's, its
+        statements are each their own transaction on PostgreSQL (`autocommit`): a read of several that must
+        agree goes in a transaction (`claim`)."""
         with self._reaching():
-            async with self._engine.connect() as conn:
+            async with self._alone.connect() as conn:
                 yield conn
 
     @asynccontextmanager
@@ -414,6 +498,16 @@ class Store:
         """One write transaction: committed as a whole and counted, or rolled back as a whole."""
         with self._reaching():
             async with self._engine.begin() as conn:
+                yield conn
+        self.writes += 1
+
+    @asynccontextmanager
+    async def _write_one(self) -> AsyncIterator[AsyncConnection]:
+        """A write of ONE statement, counted as a write transaction: on PostgreSQL the statement commits by
+        itself (no BEGIN and COMMIT round trips), as does an executemany (asyncpg runs one atomically).
+        More statements than one need `_write`."""
+        with self._reaching():
+            async with self._alone.begin() as conn:
                 yield conn
         self.writes += 1
 
@@ -467,7 +561,7 @@ class Store:
             "updated_at": now,
         }
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 await conn.execute(insert(RoomRow).values(row))
         except IntegrityError:
             async with self._read() as session:
@@ -512,14 +606,14 @@ class Store:
             values["error"] = error if status == "error" else None
         elif error is not None:
             values["error"] = error
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(values))
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
 
     async def delete_room(self, room_id: str) -> None:
         """Deletes the room with its transcript, events, interventions and partial texts."""
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             result = await conn.execute(delete(RoomRow).where(RoomRow.id == room_id))
         if result.rowcount == 0:
             raise RoomNotFound(room_id)
@@ -551,83 +645,83 @@ class Store:
 
         The partial text of the turn goes, the intervention it came from is marked taken, and the room's
         round, token totals and conclusion follow the entry. A turn already stored raises DuplicateTurn
-        and nothing of this transaction is kept.
+        and nothing of this transaction is kept. Entries and events this process saves while another save
+        is being written go in one transaction together, the next (`_save_together`): each returns once its
+        transaction is committed.
         """
-        now = time.time()
-        room: dict[str, Any] = {"updated_at": now}
-        if entry.kind in ("speech", "summary"):
-            room["round"] = case((RoomRow.round < entry.round, entry.round), else_=RoomRow.round)
-        if entry.usage is not None:
-            room["input_tokens"] = RoomRow.input_tokens + entry.usage.input_tokens
-            room["output_tokens"] = RoomRow.output_tokens + entry.usage.output_tokens
-        if entry.kind == "conclusion" and entry.conclusion is not None:
-            room["conclusion"] = entry.conclusion.model_dump_json()
-        async with self._write() as conn:
-            result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(room))
-            if result.rowcount == 0:
-                raise RoomNotFound(room_id)
-            try:
-                await conn.execute(
-                    insert(EntryRow).values(
-                        room_id=room_id,
-                        turn_id=entry.turn_id if entry.is_turn else None,
-                        kind=entry.kind,
-                        round=entry.round,
-                        stage=entry.stage,
-                        slot=entry.slot,
-                        arrival=entry.arrival,
-                        speaker=entry.speaker,
-                        created_at=entry.created_at,
-                        data=entry.model_dump_json(),
-                    )
-                )
-            except IntegrityError:
-                raise DuplicateTurn(room_id, entry.turn_id) from None
-            await self._insert_events(conn, room_id, events, now)
-            if entry.is_turn:
-                await conn.execute(
-                    delete(PartialRow).where(
-                        PartialRow.room_id == room_id, PartialRow.turn_id == entry.turn_id
-                    )
-                )
-            if entry.kind == "intervention" and entry.ref is not None and entry.ref.isdecimal():
-                await conn.execute(
-                    update(InterventionRow)
-                    .where(InterventionRow.room_id == room_id, InterventionRow.id == int(entry.ref))
-                    .values(taken_at=now)
-                )
+        await self._saving(_Save(room_id, entry, tuple(events)))
 
     async def save_events(self, room_id: str, events: Sequence[Event]) -> None:
-        """Stores events that belong to no entry (round boundaries, progress, the end) in one transaction."""
-        if not events:
-            return
+        """Stores events that belong to no entry (round boundaries, progress, the end) in one transaction,
+        with other saves waiting at the time, as `save_entry`'s are."""
+        if events:
+            await self._saving(_Save(room_id, None, tuple(events)))
+
+    async def _save_together(self, saves: list[_Save]) -> list[BaseException | None]:
+        """Saves in one transaction; when the database refuses it, each one alone, so that only the one it
+        refuses (a turn stored already, a room deleted, events overlapping) fails, and with its own error."""
+        try:
+            await self._save(saves)
+        except IntegrityError:  # only with more than one: `_save` names what it refuses for one
+            return [await _outcome(self._save([save])) for save in saves]
+        except Exception as exc:  # the database failed: nothing of it was kept, or its answer was lost
+            return [exc] * len(saves)
+        return [None] * len(saves)
+
+    async def _save(self, saves: Sequence[_Save]) -> None:
+        """One transaction: per save its room's row, entry, events, the turn's partial text and the words the
+        entry took in; one statement for each of these for all the saves. For one save, a refusal is named
+        (RoomNotFound, DuplicateTurn, overlapping events); for more, it is raised as IntegrityError."""
         now = time.time()
+        alone = len(saves) == 1
+        entries = [(s.room_id, s.entry) for s in saves if s.entry is not None]
+        turns = [{"b_room": room, "b_turn": e.turn_id} for room, e in entries if e.is_turn]
+        words = [
+            {"b_room": room, "b_ref": int(e.ref), "b_now": now}
+            for room, e in entries
+            if e.kind == "intervention" and e.ref is not None and e.ref.isdecimal()
+        ]
         async with self._write() as conn:
-            result = await conn.execute(update(RoomRow).where(RoomRow.id == room_id).values(updated_at=now))
-            if result.rowcount == 0:
-                raise RoomNotFound(room_id)
-            await self._insert_events(conn, room_id, events, now)
+            result = await conn.execute(_SAVE_ROOM, [_room_changes(s, now) for s in saves])
+            if alone and result.rowcount == 0:
+                raise RoomNotFound(saves[0].room_id)
+            if entries:
+                try:
+                    await conn.execute(insert(EntryRow), [_entry_row(room, e) for room, e in entries])
+                except IntegrityError:
+                    if alone:
+                        raise DuplicateTurn(*_named(entries[0])) from None
+                    raise
+            await self._insert_events(conn, saves, now, alone=alone)
+            if turns:
+                await conn.execute(_TURN_DONE, turns)
+            if words:
+                await conn.execute(_WORDS_TAKEN, words)
 
     @staticmethod
     async def _insert_events(
-        conn: AsyncConnection, room_id: str, events: Sequence[Event], now: float
+        conn: AsyncConnection, saves: Sequence[_Save], now: float, *, alone: bool
     ) -> None:
-        if not events:
-            return
         rows = [
             {
-                "room_id": room_id,
+                "room_id": save.room_id,
                 "seq": event.seq,
                 "type": event.type,
                 "round": getattr(event, "round", None),
                 "data": event_json(event),
                 "created_at": now,
             }
-            for event in events
+            for save in saves
+            for event in save.events
         ]
+        if not rows:
+            return
         try:
             await conn.execute(insert(EventRow), rows)
         except IntegrityError:
+            if not alone:
+                raise
+            room_id, events = saves[0].room_id, saves[0].events
             raise StoreError(
                 f"room {room_id}: events {events[0].seq}..{events[-1].seq} overlap events already stored; "
                 f"number new events after last_seq()"
@@ -708,7 +802,7 @@ class Store:
                 .on_conflict_do_update(index_elements=key, set_=changes)
             )
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 await conn.execute(statement)
         except IntegrityError:
             raise RoomNotFound(room_id) from None
@@ -720,7 +814,7 @@ class Store:
         return {turn_id: (text, seq) for turn_id, text, seq in rows}
 
     async def clear_partials(self, room_id: str) -> None:
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
 
     # ---- interventions --------------------------------------------------------------------------------
@@ -728,7 +822,7 @@ class Store:
     async def add_intervention(self, room_id: str, text: str, *, author: str = "user") -> str:
         """Keeps a person's words the moment they arrive; the id returned goes on the entry as `ref`."""
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 result = await conn.execute(
                     insert(InterventionRow)
                     .values(room_id=room_id, author=author, text=text, created_at=time.time())
@@ -740,27 +834,31 @@ class Store:
         return str(new_id)
 
     async def pending_interventions(self, room_id: str) -> list[StoredIntervention]:
-        """Words that have not joined the transcript yet, oldest first: what a resumed run takes in."""
-        async with self._read() as session:
-            rows = (await session.scalars(_PENDING, {"room": room_id})).all()
-        return [StoredIntervention(str(row.id), row.author, row.text, row.created_at) for row in rows]
+        """Words that have not joined the transcript yet, oldest first: what a resumed run takes in. Rooms
+        asking while another such read is in flight are read together, in the next query."""
+        return await self._reading_words(room_id)
+
+    async def _words_together(self, rooms: list[str]) -> list[list[StoredIntervention] | BaseException]:
+        try:
+            found = await self.pending_interventions_for(list(dict.fromkeys(rooms)))
+        except Exception as exc:
+            return [exc] * len(rooms)
+        return [list(found.get(room, ())) for room in rooms]
 
     async def pending_interventions_for(self, room_ids: Sequence[str]) -> dict[str, list[StoredIntervention]]:
         """`pending_interventions` of many rooms in one query: what one process's watcher takes in."""
         if not room_ids:
             return {}
         query = (
-            select(InterventionRow)
+            select(InterventionRow.room_id, *_PENDING_WORDS.selected_columns)
             .where(InterventionRow.room_id.in_(list(room_ids)), InterventionRow.taken_at.is_(None))
             .order_by(InterventionRow.id)
         )
-        async with self._read() as session:
-            rows = (await session.scalars(query)).all()
+        async with self._look() as conn:
+            rows = (await conn.execute(query)).all()
         found: dict[str, list[StoredIntervention]] = {}
-        for row in rows:
-            found.setdefault(row.room_id, []).append(
-                StoredIntervention(str(row.id), row.author, row.text, row.created_at)
-            )
+        for room_id, id_, author, text, at in rows:
+            found.setdefault(room_id, []).append(StoredIntervention(str(id_), author, text, at))
         return found
 
     async def save_partials(self, partials: Sequence[tuple[str, str, str, int]]) -> None:
@@ -781,7 +879,7 @@ class Store:
             set_={c: statement.excluded[c] for c in ("text", "seq", "updated_at")},
         )
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 await conn.execute(statement, rows)
         except IntegrityError:
             if len(partials) == 1:
@@ -807,7 +905,7 @@ class Store:
         lease = await self.lease(room_id)
         if _lease_condition(lease, owner) is None:
             return False
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             return await self._take_lease(conn, room_id, owner, ttl, lease)
 
     async def claim(
@@ -849,7 +947,7 @@ class Store:
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
         """Extends our lease to `ttl` seconds from the database's now; False when it is no longer ours."""
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             result = await conn.execute(
                 update(RoomRow)
                 .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
@@ -859,7 +957,7 @@ class Store:
 
     async def release(self, room_id: str, owner: str) -> None:
         """Gives the lease up, if it is still ours."""
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             await conn.execute(
                 update(RoomRow)
                 .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
@@ -910,7 +1008,7 @@ class Store:
         now = time.time()
         values = {"name": name, "role": role, "token_hash": token_hash, "created_at": now}
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 user_id = (
                     await conn.execute(insert(UserRow).values(values).returning(UserRow.id))
                 ).scalar_one()
@@ -950,7 +1048,7 @@ class Store:
         if token_hash is not None:
             values["token_hash"] = token_hash
         if values:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 await conn.execute(update(UserRow).where(UserRow.id == user_id).values(values))
         return await self.get_user(user_id)
 
@@ -1092,7 +1190,7 @@ class Store:
         now = time.time()
         row = {**values, "owner_id": owner_id, "created_at": now, "updated_at": now}
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 return int((await conn.execute(insert(table).values(row).returning(table.id))).scalar_one())
         except IntegrityError:
             raise await self._refused(what, str(values["name"]), owner_id) from None
@@ -1103,7 +1201,7 @@ class Store:
         if not changes or not (_fits(row_id) and _fits(owner_id)):
             return
         try:
-            async with self._write() as conn:
+            async with self._write_one() as conn:
                 await conn.execute(
                     update(table)
                     .where(table.id == row_id, table.owner_id == owner_id)
@@ -1139,7 +1237,7 @@ class Store:
     async def _delete(
         self, table: type[ProviderRow] | type[AgentTemplateRow] | type[UserRow], where: ColumnElement[bool]
     ) -> bool:
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             result = await conn.execute(delete(table).where(where))
         return result.rowcount > 0
 
