@@ -24,9 +24,11 @@ joins a turn's deltas): a token counts as delivered by the first frame of its sp
 last character. Pace: for each room, the time its model streams took from first to last chunk over the time
 they take at the model's pace; a room keeps pace within 10% when that ratio is at most 1.10 (a target that
 falls behind reads its sockets late, and the chunks' stamps spread out). CPU: the target process's CPU time
-from the first room's start to the last client's end, per delivered token.
-The load's own processes share the machine: the
-fake model server's and the clients' CPU over the level, in cores, shows how much of it they left.
+from the first room's start to the last client's end, per delivered token. The load's own processes share
+the machine: the fake model server's and the clients' CPU over the level, in cores, shows how much of it
+they left. Also reported: the collector's full passes in the target over the level (each pauses every
+stream), and the gap between speeches: from one model call's last chunk to the room's next call's first
+(the turn's save and the next request in between; the members' four calls at once count once).
 """
 
 from __future__ import annotations
@@ -417,6 +419,14 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
                 reached += size
             latencies.append(arrived - stamped)
             position = reached_needed
+    gaps = []  # from a room's model call's last chunk to its next call's first: the wait between speeches
+    for calls in served["calls"].values():
+        spoken_until = None  # the last chunk of the calls begun so far
+        for first, last, _ in sorted(calls):
+            if spoken_until is not None and first > spoken_until:
+                gaps.append(first - spoken_until)
+            spoken_until = last if spoken_until is None else max(spoken_until, last)
+    gaps.sort()
     paces = []
     for calls in served["calls"].values():
         took = sum(last - first for first, last, _ in calls)
@@ -439,6 +449,8 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         # the load's own processes, in cores over the level: the fake model server, the clients
         "others": (model_cpu + clients_cpu) / wall,
         "full_gcs": served.get("full_gcs", []),
+        "gap_p90": gaps[int(len(gaps) * 0.9)] * 1000 if gaps else 0.0,
+        "gap_max": gaps[-1] * 1000 if gaps else 0.0,
     }
     row["ok"] = row["p99"] < TARGET_P99_MS and row["pace"] <= TARGET_PACE
     return row
@@ -563,14 +575,15 @@ def main() -> None:
     )
     print(
         "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token "
-        "| model server + clients, cores | full GCs (longest ms) | ok |"
+        "| model server + clients, cores | full GCs (longest ms) | gap between speeches p90 / max ms | ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for r in sorted(rows, key=lambda r: (args.targets.index(r["target"]), r["rooms"])):
         print(
             f"| {r['target']} | {r['rooms']} | {r['tokens']} | {r['frames']} | {r['tokens_per_s']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['pace']:.3f} | {r['cpu_us']:.0f} "
-            f"| {r['others']:.2f} | {_collections(r['full_gcs'])} | {'yes' if r['ok'] else 'no'} |"
+            f"| {r['others']:.2f} | {_collections(r['full_gcs'])} | {r['gap_p90']:.0f} / {r['gap_max']:.0f} "
+            f"| {'yes' if r['ok'] else 'no'} |"
         )
     print()
     for target in args.targets:
