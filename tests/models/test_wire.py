@@ -88,6 +88,19 @@ def _model(url: str, **fields: object) -> Model:
     return build_model(ModelSpec.model_validate(data))
 
 
+async def _failure(answer: Answer, collect: Collect, error: type[Exception], match: str) -> Exception:
+    """What a stream from a server answering with `answer` fails with (checked to be an `error` saying
+    `match`)."""
+    async with raw_server(answer) as server:
+        model = _model(server.url)
+        try:
+            with pytest.raises(error, match=match) as caught:
+                await collect(model, REQUEST)
+        finally:
+            await model.aclose()
+    return caught.value
+
+
 def chunked(body: bytes, size: int) -> bytes:
     parts = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
@@ -212,14 +225,8 @@ async def test_a_line_with_no_end_is_a_malformed_chunk_not_a_growing_buffer(coll
             await writer.drain()
         writer.close()
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            with pytest.raises(TransientModelError, match="malformed chunk") as caught:
-                await collect(model, REQUEST)
-        finally:
-            await model.aclose()
-    assert len(str(caught.value)) < 1000
+    caught = await _failure(answer, collect, TransientModelError, "malformed chunk")
+    assert len(str(caught)) < 1000
 
 
 async def test_a_huge_error_answer_is_read_only_so_far_and_reported(collect: Collect) -> None:
@@ -232,14 +239,8 @@ async def test_a_huge_error_answer_is_read_only_so_far_and_reported(collect: Col
         writer.write(body)
         await writer.drain()
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            with pytest.raises(ModelRequestError, match="bad request") as caught:
-                await collect(model, REQUEST)
-        finally:
-            await model.aclose()
-    assert len(str(caught.value)) < 2000
+    caught = await _failure(answer, collect, ModelRequestError, "bad request")
+    assert len(str(caught)) < 2000
 
 
 async def test_an_answer_whose_headers_never_end_is_cut_off(collect: Collect) -> None:
@@ -252,13 +253,7 @@ async def test_an_answer_whose_headers_never_end_is_cut_off(collect: Collect) ->
             writer.write(line)
             await writer.drain()
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            with pytest.raises(TransientModelError, match="over 65536 bytes of headers"):
-                await collect(model, REQUEST)
-        finally:
-            await model.aclose()
+    await _failure(answer, collect, TransientModelError, "over 65536 bytes of headers")
 
 
 @pytest.mark.parametrize(
@@ -272,13 +267,7 @@ async def test_an_answer_that_is_not_http_is_a_transient_error(garbage: bytes, c
         await writer.drain()
         await reader.read()  # until the client hangs up
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            with pytest.raises(TransientModelError, match="not valid HTTP"):
-                await collect(model, REQUEST)
-        finally:
-            await model.aclose()
+    await _failure(answer, collect, TransientModelError, "not valid HTTP")
 
 
 async def test_a_connection_the_server_dropped_while_idle_is_not_reused(collect: Collect) -> None:
