@@ -18,6 +18,17 @@ log = logging.getLogger("moot.pricing")
 _PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic"}
 
 
+def load_table() -> None:
+    """Loads the price table now rather than at the first priced turn: a server does it before start-up's
+    objects are frozen out of the collector's way (its ~13,000 objects would otherwise be walked at every
+    full collection for the life of the process)."""
+    try:
+        from genai_prices import data_snapshot
+    except ImportError:  # pragma: no cover - a core dependency; without it turns are priced at 0
+        return
+    data_snapshot.get_snapshot()
+
+
 def priced(spec: ModelSpec, usage: Usage) -> Usage:
     """The usage with its cost in US dollars filled in."""
     per_mtok = _price(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,4 +33,7 @@ async def test_a_started_server_freezes_start_up_and_makes_full_collections_rare
         assert gc.get_freeze_count() > 0
         young, middle, full = gc.get_threshold()
         assert (young, middle, full) == (700, 10, FULL_COLLECTION_AFTER)
+        assert "genai_prices.data" in sys.modules  # the price table is loaded before the freeze
+        walked = {type(thing).__module__ for thing in gc.get_objects()}
+        assert not any(name.startswith("genai_prices") for name in walked)  # loaded, then frozen
     assert FULL_COLLECTION_AFTER > 10
