@@ -96,7 +96,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, read_timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout = read_timeout
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._headers: dict[str, str] = {}
         self.transport: asyncio.Transport | None = None
         self.reply: _Reply | None = None
@@ -120,8 +120,11 @@ class _Connection(asyncio.Protocol):
         if self.reply is None:
             self._fail(httpx.RemoteProtocolError("the server sent bytes with no request in flight"))
             return
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError:
             return  # a callback failed the reply already
         except httptools.HttpParserError as exc:
@@ -141,6 +144,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_timer()
+        self._parser = self.transport = None  # each holds this connection: cycles for the collector otherwise
         reply = self.reply
         if reply is None:
             return
@@ -165,6 +169,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         reply = self.reply
         assert reply is not None
+        assert self._parser is not None  # called by the parser itself
         status = self._parser.get_status_code()
         headers, self._headers = self._headers, {}
         if status < 200:
@@ -195,7 +200,7 @@ class _Connection(asyncio.Protocol):
         reply = self.reply
         if reply is None or reply.answer is None:
             return  # the end of an informational answer
-        self.reusable = self._parser.should_keep_alive()
+        self.reusable = self._parser is not None and self._parser.should_keep_alive()
         self._finish(reply)
 
     # -- the request in flight --------------------------------------------------------------------------------
