@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import gc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,7 +22,7 @@ async def run_until_done(spec: ModelSpec, errors: list[ModelError], slept: list[
         slept.append(seconds)
 
     attempts = 0
-    async for attempt in retrying(spec).copy(sleep=sleep):
+    async for attempt in retrying(spec, sleep=sleep):
         with attempt:
             attempts += 1
             if errors:
@@ -49,6 +50,24 @@ async def test_giving_up_reraises_the_last_error_itself() -> None:
     with pytest.raises(TransientModelError) as caught:
         await run_until_done(SPEC, [*errors, last], [])
     assert caught.value is last
+
+
+async def test_an_attempt_leaves_nothing_for_the_collector() -> None:
+    """A model call's retry state is freed by reference counting: a server makes one per model call, and
+    its full collections walk whatever is left in cycles."""
+
+    async def call(fails: int) -> int:
+        errors: list[ModelError] = [TransientModelError("busy") for _ in range(fails)]
+        return await run_until_done(SPEC, errors, [])
+
+    gc.collect()
+    gc.disable()
+    try:
+        for fails in (0, 0, 1, 2):
+            await call(fails)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,14 @@ whatever the provider, and every message says what to do next.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
 
 import orjson
-import tenacity
 
 from moot import tracing
 from moot.exceptions import (
@@ -43,25 +44,76 @@ _DEFAULT_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
-def retrying(spec: ModelSpec) -> tenacity.AsyncRetrying:
+def retrying(spec: ModelSpec, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Attempts:
     """Retries TransientModelError up to `spec.max_retries` times; anything else goes straight through.
 
     Waits what the server asked (Retry-After), else `retry_backoff` doubled each time; never more than
-    `retry_max_wait`. The last error is re-raised as itself, not wrapped.
+    `retry_max_wait`. The last error is re-raised as itself, not wrapped. `sleep` waits between attempts.
+    """
+    return Attempts(spec, sleep)
+
+
+class Attempts:
+    """`async for attempt in retrying(spec): with attempt: ...`: the body runs until it ends without a
+    TransientModelError, or the attempts run out and the last error is raised.
+
+    The shape of tenacity's `AsyncRetrying`, written here because tenacity leaves 34 objects in reference
+    cycles per call (its state points back at its retrier): one per model call, in every room, and each
+    full collection of a busy server walks them (decision 0002). Nothing here points back at itself, and
+    the error kept between attempts is let go of as it is raised.
     """
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, TransientModelError) and error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), spec.retry_max_wait)
-        return float(min(spec.retry_backoff * 2 ** (state.attempt_number - 1), spec.retry_max_wait))
+    __slots__ = ("_error", "_made", "_sleep", "_spec", "_succeeded")
 
-    return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(TransientModelError),
-        stop=tenacity.stop_after_attempt(spec.max_retries + 1),
-        wait=wait,
-        reraise=True,
-    )
+    def __init__(self, spec: ModelSpec, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._spec = spec
+        self._sleep = sleep
+        self._made = 0
+        self._error: TransientModelError | None = None  # the last attempt's, until the next one
+        self._succeeded = False
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> _Attempt:
+        if self._succeeded:
+            raise StopAsyncIteration
+        error, self._error = self._error, None
+        if error is not None:
+            if self._made > self._spec.max_retries:
+                raise error
+            await self._sleep(self._wait(error))
+        self._made += 1
+        return _Attempt(self)
+
+    def _wait(self, error: TransientModelError) -> float:
+        spec = self._spec
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), spec.retry_max_wait)
+        return float(min(spec.retry_backoff * 2 ** (self._made - 1), spec.retry_max_wait))
+
+
+class _Attempt:
+    """One attempt: a TransientModelError leaving it is kept for the next one; anything else goes on."""
+
+    __slots__ = ("_attempts",)
+
+    def __init__(self, attempts: Attempts) -> None:
+        self._attempts = attempts
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: TracebackType | None
+    ) -> bool:
+        if error is None:
+            self._attempts._succeeded = True
+            return False
+        if isinstance(error, TransientModelError):
+            self._attempts._error = error
+            return True
+        return False
 
 
 async def complete(model: Model, request: ModelRequest, spec: ModelSpec) -> Completion:
