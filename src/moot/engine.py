@@ -514,6 +514,9 @@ class Run(Steerable):
             for model in self._models.values():
                 with contextlib.suppress(Exception):
                     await model.aclose()
+            # No entry comes after this; the hook's owner (a durable run) holds this run: a reference cycle
+            # that would keep the whole run, transcript and models included, for a full collection to free.
+            self._on_entry = None
             self._channel.ending()
             if not self._reader_gone:
                 await self._channel.put(_Done())
