@@ -2,11 +2,11 @@
 
 The engine knows nothing of storage; this module connects the two. Each completed turn is written with its
 events in one transaction (the engine's `on_entry` hook), while the room's other speakers go on streaming;
-other events ride along with the next write, or with the run's last one. (A `Store` writes the turns of all
-its rooms that end while another is being written in one transaction together, the next one.) Token deltas are not written: the
-text of a turn in flight is saved at most about a second behind, by one task per process for all its rooms,
-and a turn cut by a crash runs again from its start, so the number of writes per turn does not grow with its
-tokens. The same task looks for words stored elsewhere, for all the process's rooms in one query. A lease in
+other events ride along with the next write, or with the run's last one; turns of the process's rooms that
+end while another is being written go together in the next transaction (`Store.save_entry`). Token deltas
+are not written: the text of a turn in flight is saved at most about a second behind, by one task per
+process for all its rooms, and a turn cut by a crash runs again from its start, so the number of writes per
+turn does not grow with its tokens. The same task looks for words stored elsewhere, for all the process's rooms in one query. A lease in
 the database keeps a room from running twice at once (L14).
 
 The database may fail while a room runs (locked, restarted, unreachable). Every write and the helpers that

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from moot.exceptions import ModelRequestError, ModelUnavailable, TransientModelError
-from moot.models import Message, Model, ModelRequest, build_model
+from moot.models import Completion, Message, Model, ModelRequest, build_model
 from moot.models.openai import OpenAILeanModel
 from moot.spec import ModelSpec
 from moot.testing.servers import FakeLLMServer
@@ -101,6 +101,21 @@ async def _failure(answer: Answer, collect: Collect, error: type[Exception], mat
     return caught.value
 
 
+async def _two_streams(answer: Answer, collect: Collect) -> tuple[RawServer, list[Completion]]:
+    """Two streams in turn from a server answering with `answer`, each checked to arrive whole."""
+    completions = []
+    async with raw_server(answer) as server:
+        model = _model(server.url)
+        try:
+            for _ in range(2):
+                deltas, completion = await collect(model, REQUEST)
+                assert "".join(deltas) == completion.text == "".join(WORDS)
+                completions.append(completion)
+        finally:
+            await model.aclose()
+    return server, completions
+
+
 def chunked(body: bytes, size: int) -> bytes:
     parts = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
@@ -133,15 +148,8 @@ async def test_an_answer_framed_any_way_http_allows_arrives_whole(framing: str, 
         if framing == "until the server closes":
             writer.close()
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            for _ in range(2):
-                deltas, completion = await collect(model, REQUEST)
-                assert "".join(deltas) == completion.text == "".join(WORDS)
-                assert completion.finish_reason == "stop"
-        finally:
-            await model.aclose()
+    server, completions = await _two_streams(answer, collect)
+    assert [completion.finish_reason for completion in completions] == ["stop", "stop"]
     assert server.connections == (2 if framing == "until the server closes" else 1)
     head = server.requests[0].split(b"\r\n\r\n", 1)[0].decode()
     assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
@@ -279,13 +287,6 @@ async def test_a_connection_the_server_dropped_while_idle_is_not_reused(collect:
         await writer.drain()
         writer.close()  # after the answer: the client sees its connection closed while idle
 
-    async with raw_server(answer) as server:
-        model = _model(server.url)
-        try:
-            for _ in range(2):
-                deltas, completion = await collect(model, REQUEST)
-                assert "".join(deltas) == completion.text == "".join(WORDS)
-        finally:
-            await model.aclose()
+    server, _ = await _two_streams(answer, collect)
     assert server.connections == 2
     assert len(server.requests) == 2

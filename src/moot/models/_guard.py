@@ -29,6 +29,7 @@ __all__ = [
     "NetworkRefused",
     "SystemNetwork",
     "current_network",
+    "judged_addresses",
     "refusal",
     "refused_in",
     "refused_reason",
@@ -143,6 +144,20 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+async def judged_addresses(host: str, port: int, label: str) -> list[str]:
+    """Where a socket to `host` may open: the addresses the process's `Network` resolved it to, each judged
+    and routed. NetworkRefused when one is refused; OSError (saying so) when the name does not resolve."""
+    network = current_network()
+    try:
+        addresses = await network.resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise OSError(f"cannot resolve '{host}': {exc}") from None
+    reason = refusal(host, addresses)
+    if reason is not None:
+        raise NetworkRefused(f"{label}: not connecting: {reason}", model=label)
+    return [network.route(address) for address in addresses]
+
+
 class _Errors(Protocol):
     """The exceptions of one httpcore package (httpcore for httpx, httpcore2 for httpx2)."""
 
@@ -170,22 +185,18 @@ class GuardedBackend:
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> Any:
-        network = current_network()
         try:
             async with asyncio.timeout(timeout):
-                addresses = await network.resolve(host, port)
+                addresses = await judged_addresses(host, port, self._label)
         except TimeoutError:
             raise self._errors.ConnectTimeout(f"resolving '{host}' took longer than {timeout:g}s") from None
-        except (OSError, UnicodeError) as exc:
-            raise self._errors.ConnectError(f"cannot resolve '{host}': {exc}") from None
-        reason = refusal(host, addresses)
-        if reason is not None:
-            raise NetworkRefused(f"{self._label}: not connecting: {reason}", model=self._label)
+        except OSError as exc:
+            raise self._errors.ConnectError(str(exc)) from None
         last: Exception | None = None
         for address in addresses:
             try:
                 return await self._inner.connect_tcp(
-                    network.route(address),
+                    address,
                     port,
                     timeout=timeout,
                     local_address=local_address,

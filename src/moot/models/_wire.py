@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import httptools
 import httpx
 
-from moot.models._guard import NetworkRefused, current_network, refusal
+from moot.models._guard import judged_addresses
 from moot.models._http import KEEPALIVE, redirect_refusal, ssl_context
 from moot.spec import ModelSpec
 
@@ -263,8 +263,8 @@ class _Connection(asyncio.Protocol):
 class Wire:
     """Streamed POSTs to one server for one model: kept-alive connections, one request on each at a time.
 
-    `headers` are sent with every request (the key among them); a value that would break the request's
-    framing (a line break, a NUL) fails each request with httpx.LocalProtocolError, naming no value.
+    `headers` are sent with every request, as they are: the key among them was refused where it was read
+    if it held a line break or another control character (`ModelSpec.resolve_api_key`).
     """
 
     def __init__(
@@ -286,9 +286,6 @@ class Wire:
             authority = f"{authority}:{url.port}"
         lines = [f"host: {authority}", "user-agent: moot"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._broken = any(
-            bad in line for line in lines for bad in ("\r", "\n", "\0")
-        )  # checked, never shown: a value may be the key
         self._head = "\r\n".join(lines).encode("utf-8", "replace")
 
     async def post(
@@ -297,8 +294,6 @@ class Wire:
         """Sends `body` to `path` (under base_url). A 2xx answer calls `started`, its body goes to `feed` as
         it arrives, and it returns when it ends; a 4xx or 5xx answer returns whole; a 3xx raises
         NetworkRefused."""
-        if self._broken:
-            raise httpx.LocalProtocolError("a request header (the API key?) holds a line break or a NUL")
         target = self._url.raw_path.decode("ascii") + path
         request = b"POST %s HTTP/1.1\r\n%s\r\ncontent-length: %d\r\n\r\n%s" % (
             target.encode("ascii"),
@@ -372,15 +367,7 @@ class Wire:
         are refused, the addresses this process resolved and judged."""
         if not self._guarded:
             return [self._host]
-        network = current_network()
-        try:
-            addresses = await network.resolve(self._host, self._port)
-        except (OSError, UnicodeError) as exc:
-            raise OSError(f"cannot resolve '{self._host}': {exc}") from None
-        reason = refusal(self._host, addresses)
-        if reason is not None:
-            raise NetworkRefused(f"{self._label}: not connecting: {reason}", model=self._label)
-        return [network.route(address) for address in addresses]
+        return await judged_addresses(self._host, self._port, self._label)
 
     def close(self) -> None:
         for connection in self._idle:
