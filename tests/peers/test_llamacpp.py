@@ -45,6 +45,10 @@ def room_data(
         "max_rounds": rounds,
         "models": {"m": {"max_tokens": 30, "temperature": 0.2, "timeout": 300, **model}},
         "agents": list(agents),
+        # A 135M model sampled at 0.2 now and then loops inside a JSON string until its token budget ends
+        # (seen once in about ten board meetings): the room asks again, as many times as a room may, each
+        # a fresh sample, so a conclusion that the grammar holds to its schema comes within the attempts.
+        "limits": {"conclusion_retries": 3},
     }
 
 
