@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import pytest
+import uvloop
 
 from moot.models import Completion, Model, ModelRequest, build_model
 from moot.spec import ModelSpec
@@ -19,6 +21,16 @@ class Collect(Protocol):
     async def __call__(
         self, model: Model, request: ModelRequest, deltas: list[str] | None = None
     ) -> tuple[list[str], Completion]: ...
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The lean adapter's own reader (test_wire) runs on both loops Moot runs on: asyncio's, and uvloop,
+    which `moot serve` and `moot worker` use where it is installed (it comes with uvicorn[standard])."""
+    if item.path.name == "test_wire.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from moot.store import Store
+from moot.testing.servers import FakeLLMServer
 
 ADMIN = "moot_process-admin-token"
 ROOM = {
@@ -39,8 +40,8 @@ def _free_port() -> int:
         return port
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MOOT_DATA_DIR": str(data_dir), "MOOT_ADMIN_TOKEN": ADMIN}
+def _serve(data_dir: Path, port: int, **settings: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MOOT_DATA_DIR": str(data_dir), "MOOT_ADMIN_TOKEN": ADMIN, **settings}
     env.pop("MOOT_DATABASE_URL", None)
     return subprocess.Popen(
         [sys.executable, "-m", "moot.cli", "serve", "--port", str(port)],
@@ -114,3 +115,53 @@ def test_a_killed_server_resumes_its_room_on_the_next_start_L10(tmp_path: Path, 
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.mark.slow
+def test_the_server_process_runs_a_room_on_an_openai_compatible_server_B1(tmp_path: Path) -> None:
+    """`moot serve` runs on the loop uvicorn picks (uvloop where installed), not the tests' asyncio loop:
+    every model call of a real server's room goes through the lean adapter's reader on that loop."""
+    port = _free_port()
+    fake = FakeLLMServer(api_key="sk-served-0123456789", reply_tokens=6).start_in_thread()
+    server = _serve(tmp_path, port, MOOT_BLOCK_PRIVATE_URLS="false")
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            timeout=10,
+        ) as http:
+            _wait(lambda: http.get("/users/me").status_code == 200, 30, "the server to start")
+            provider = {
+                "name": "local",
+                "type": "openai",
+                "base_url": f"{fake.url}/v1",
+                "default_model": "fake-model",
+                "api_key": "sk-served-0123456789",
+            }
+            assert http.post("/providers", json=provider).status_code == 201
+            room = {
+                **ROOM,
+                "protocol": "sequential",
+                "max_rounds": 1,
+                "models": {"served": {"provider": "local", "model": "fake-model"}},
+                "default_model": "served",
+                "agents": ROOM["agents"][1:],
+            }
+            answer = http.post("/rooms", json=room)
+            assert answer.status_code == 201, answer.text
+            room_id = answer.json()["id"]
+            assert http.post(f"/rooms/{room_id}/run").status_code == 202
+            _wait(lambda: _room(http, room_id)["status"] in ("completed", "error"), 60, "the room to end")
+            assert _room(http, room_id)["status"] == "completed", _room(http, room_id)
+            items = http.get(f"/rooms/{room_id}/messages", params={"limit": 100}).json()["items"]
+            speeches = [e for e in items if e["kind"] == "speech"]
+            assert [e["speaker"] for e in speeches] == ["Ana", "Ben"]
+            assert all(e["text"] and not e.get("failed") for e in speeches), speeches
+            assert len(fake.requests) == 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        fake.stop()
