@@ -412,6 +412,11 @@ class Store:
         self._schema_ready = False
         self._saving = Together(self._save_together, "moot-store-saves")
         self._reading_words = Together(self._words_together, "moot-store-words")
+        # SQLite has one writer at a time: this process's write transactions queue here, in order, instead
+        # of polling the file's lock in SQLite's busy handler, which favours no one and gives up after its
+        # timeout (many rooms starting at once). Other processes on the file still meet the busy timeout.
+        self._one_writer = engine.dialect.name == "sqlite"
+        self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.url = engine.url.render_as_string(hide_password=True)
         self.writes = 0  # committed write transactions: what a benchmark of writes per turn counts
 
@@ -496,9 +501,8 @@ class Store:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed as a whole and counted, or rolled back as a whole."""
-        with self._reaching():
-            async with self._engine.begin() as conn:
-                yield conn
+        async with self._writer_turn(), self._begin(self._engine) as conn:
+            yield conn
         self.writes += 1
 
     @asynccontextmanager
@@ -506,10 +510,28 @@ class Store:
         """A write of ONE statement, counted as a write transaction: on PostgreSQL the statement commits by
         itself (no BEGIN and COMMIT round trips), as does an executemany (asyncpg runs one atomically).
         More statements than one need `_write`."""
-        with self._reaching():
-            async with self._alone.begin() as conn:
-                yield conn
+        async with self._writer_turn(), self._begin(self._alone) as conn:
+            yield conn
         self.writes += 1
+
+    @asynccontextmanager
+    async def _begin(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        with self._reaching():
+            async with engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        """On SQLite, waits until this process's write transaction in progress, and those queued before this
+        one, have ended; elsewhere at once. A write transaction must not begin another inside it."""
+        if not self._one_writer:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer[0] is not loop:  # a store used again from a new loop
+            self._writer = (loop, asyncio.Lock())
+        async with self._writer[1]:
+            yield
 
     # ---- schema ---------------------------------------------------------------------------------------
 
@@ -918,16 +940,15 @@ class Store:
         spec the run uses instead of the stored one, becomes the record's (the stored one is not parsed).
         """
         state = None
-        with self._reaching():
-            async with self._engine.begin() as conn:
-                found = (await conn.execute(_ROOM, {"room": room_id})).first()
-                if found is None:
-                    raise RoomNotFound(room_id)
-                record = self._record(found, found.db_now, spec=spec)
-                if record.status == "completed":
-                    return record, None
-                if await self._take_lease(conn, room_id, owner, ttl, record.lease):
-                    state = await self._run_state(conn, room_id)
+        async with self._writer_turn(), self._begin(self._engine) as conn:
+            found = (await conn.execute(_ROOM, {"room": room_id})).first()
+            if found is None:
+                raise RoomNotFound(room_id)
+            record = self._record(found, found.db_now, spec=spec)
+            if record.status == "completed":
+                return record, None
+            if await self._take_lease(conn, room_id, owner, ttl, record.lease):
+                state = await self._run_state(conn, room_id)
         self.writes += 1
         return record, state
 
