@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class _Stamps:
         self.chunks: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self.calls: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
         self.full_gcs: list[float] = []  # the collector's full passes over the level, ms each
+        self.due: dict[str, float] = {}  # when each room was due to start
         self._gc_began = 0.0
 
     def watch_collector(self) -> None:
@@ -89,7 +90,7 @@ class _Stamps:
         gc.callbacks.append(timed)
 
     def dump(self) -> dict[str, Any]:
-        return {"chunks": self.chunks, "calls": self.calls, "full_gcs": self.full_gcs}
+        return {"chunks": self.chunks, "calls": self.calls, "full_gcs": self.full_gcs, "due": self.due}
 
 
 def _collections(pauses: list[float]) -> str:
@@ -180,9 +181,12 @@ async def _moot(args: argparse.Namespace, folder: Path) -> None:
     await asyncio.to_thread(sys.stdin.readline)  # "go": every client is connected
     cpu = time.process_time()
     began = time.monotonic()
+    runs = []  # started on time, as the relay's rooms are, however long a start takes
     for index, room_id in enumerate(ids):
         await asyncio.sleep(max(0.0, began + args.spread * index / args.rooms - time.monotonic()))
-        await manager.run(room_id)
+        stamps.due[str(index)] = time.monotonic()
+        runs.append(asyncio.create_task(manager.run(room_id)))
+    await asyncio.gather(*runs)
     await asyncio.to_thread(sys.stdin.readline)  # "end": every client saw its room's last event
     cpu = time.process_time() - cpu
     await manager.shutdown()
@@ -268,6 +272,7 @@ async def _relay(args: argparse.Namespace, folder: Path) -> None:
     rooms = []
     for index in range(args.rooms):
         await asyncio.sleep(max(0.0, began + args.spread * index / args.rooms - time.monotonic()))
+        stamps.due[str(index)] = time.monotonic()
         rooms.append(asyncio.create_task(room(index)))
     outcomes = await asyncio.gather(*rooms, return_exceptions=True)
     await asyncio.to_thread(sys.stdin.readline)
@@ -354,6 +359,35 @@ async def _postgres(statement: str, url: str) -> None:
         await connection.close()
 
 
+def _database_cpu() -> float:
+    """CPU seconds of this host's PostgreSQL server so far: its processes', and for the postmaster also its
+    ended children's (cutime and cstime), so backends that closed within the level still count."""
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
+            stats[int(path.parent.name)] = text.rpartition(")")[2].split()
+    ticks = 0
+    for fields in stats.values():
+        ticks += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in stats:  # the postmaster
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _most_at_once(calls: list[tuple[float, float, int]]) -> int:
+    """The most model streams open at one time, over every room: how much the rooms' speeches overlapped."""
+    marks = sorted([(first, 1) for first, _, _ in calls] + [(last, -1) for _, last, _ in calls])
+    open_now = most = 0
+    for _, change in marks:
+        open_now += change
+        most = max(most, open_now)
+    return most
+
+
 def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Popen[str]) -> dict[str, Any]:
     """A fresh target process with `rooms` rooms and their clients: latency, pace and CPU."""
     from moot.testing.cluster import cpu_seconds
@@ -382,19 +416,21 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
             profile = str(Path(args.profile) / f"{target}{'-against' if against else ''}-{rooms}.txt")
-        kind = "_relay" if target == "relay" else "_moot"
+        kind = "_relay" if target.startswith("relay") else "_moot"
+        common += ["--loop", {"relay": "asyncio", "relay-uvloop": "uvloop"}.get(target, "auto")]
         service = _spawn(kind, *common, profile=profile, src=args.against if against else None)
         assert service.stdin is not None and service.stdout is not None
         started = json.loads(_line(service))
         client = _spawn("_clients", started["url"], ",".join(started["paths"]), tmp)
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
-        began, model_cpu = time.monotonic(), cpu_seconds(llm.pid)
+        began, model_cpu, database_cpu = time.monotonic(), cpu_seconds(llm.pid), _database_cpu()
         service.stdin.write("go\n")
         service.stdin.flush()
         assert client.wait(timeout=600) == 0
         wall = time.monotonic() - began
         model_cpu = cpu_seconds(llm.pid) - model_cpu
+        database_cpu = _database_cpu() - database_cpu
         service.stdin.write("end\n")
         service.stdin.flush()
         assert _line(service) == "done"
@@ -427,6 +463,11 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
                 gaps.append(first - spoken_until)
             spoken_until = last if spoken_until is None else max(spoken_until, last)
     gaps.sort()
+    starts = sorted(
+        min(first for first, _, _ in calls) - served["due"][index]
+        for index, calls in served["calls"].items()
+        if index in served.get("due", {})
+    )
     paces = []
     for calls in served["calls"].values():
         took = sum(last - first for first, last, _ in calls)
@@ -449,6 +490,10 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         # the load's own processes, in cores over the level: the fake model server, the clients
         "others": (model_cpu + clients_cpu) / wall,
         "full_gcs": served.get("full_gcs", []),
+        "database": database_cpu / wall,  # this host's PostgreSQL server, in cores over the level
+        "at_once": _most_at_once([call for calls in served["calls"].values() for call in calls]),
+        # from when a room was due to start to its first model chunk: what starting a room takes
+        "start_p90": starts[int(len(starts) * 0.9)] * 1000 if starts else 0.0,
         "gap_p90": gaps[int(len(gaps) * 0.9)] * 1000 if gaps else 0.0,
         "gap_max": gaps[-1] * 1000 if gaps else 0.0,
     }
@@ -459,9 +504,15 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
 # ---- the orchestra ----------------------------------------------------------------------------------------------
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    from uvicorn import Config
+
+    return Config(app="unused", loop=name).get_loop_factory()
+
+
 def _target_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    for name in ("--llm", "--folder", "--database"):
+    for name in ("--llm", "--folder", "--database", "--loop"):
         parser.add_argument(name)
     parser.add_argument("--rooms", type=int)
     parser.add_argument("--tokens", type=int)
@@ -474,13 +525,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("_moot", "_relay"):
         args = _target_args(sys.argv[2:])
         run = _moot if sys.argv[1] == "_moot" else _relay
-        profile = os.environ.get("MOOT_BENCH_PROFILE")  # a file for the target's cProfile statistics
-        if profile:
-            import cProfile
+        # Moot's targets run on the loop `moot serve` runs on (uvicorn's "auto": uvloop where installed, as
+        # uvicorn[standard] installs it); the relay on asyncio's own, as a plain script does, or on uvloop.
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            profile = os.environ.get("MOOT_BENCH_PROFILE")  # a file for the target's cProfile statistics
+            if profile:
+                import cProfile
 
-            cProfile.runctx("asyncio.run(run(args, Path(args.folder)))", globals(), locals(), profile)
-        else:
-            asyncio.run(run(args, Path(args.folder)))
+                cProfile.runctx("runner.run(run(args, Path(args.folder)))", globals(), locals(), profile)
+            else:
+                runner.run(run(args, Path(args.folder)))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_clients":
         url, paths, folder = sys.argv[2:5]
@@ -512,7 +566,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.against:
-        args.targets = [x for t in args.targets for x in ([t] if t == "relay" else [t, t + AGAINST])]
+        args.targets = [x for t in args.targets for x in ([t] if t.startswith("relay") else [t, t + AGAINST])]
     args.spread = args.tokens / args.pace  # rooms start over one turn's length
     llm = subprocess.Popen(
         [
@@ -533,6 +587,8 @@ def main() -> None:
         print(
             f"{target} {rooms} rooms: p99 {row['p99']:.1f} ms, pace {row['pace']:.3f}, "
             f"{row['cpu_us']:.0f} µs CPU/token, model server + clients {row['others']:.2f} cores, "
+            f"PostgreSQL's server {row['database']:.2f} cores, streams at once {row['at_once']}, "
+            f"start p90 {row['start_p90']:.0f} ms, "
             f"{'ok' if row['ok'] else 'MISSED'}",
             file=sys.stderr,
             flush=True,
@@ -575,14 +631,16 @@ def main() -> None:
     )
     print(
         "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token "
-        "| model server + clients, cores | full GCs (longest ms) | gap between speeches p90 / max ms | ok |"
+        "| model server + clients, cores | PostgreSQL server, cores | full GCs (longest ms) "
+        "| gap between speeches p90 / max ms | streams at once | start p90 ms | ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for r in sorted(rows, key=lambda r: (args.targets.index(r["target"]), r["rooms"])):
         print(
             f"| {r['target']} | {r['rooms']} | {r['tokens']} | {r['frames']} | {r['tokens_per_s']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['pace']:.3f} | {r['cpu_us']:.0f} "
-            f"| {r['others']:.2f} | {_collections(r['full_gcs'])} | {r['gap_p90']:.0f} / {r['gap_max']:.0f} "
+            f"| {r['others']:.2f} | {r['database']:.2f} | {_collections(r['full_gcs'])} "
+            f"| {r['gap_p90']:.0f} / {r['gap_max']:.0f} | {r['at_once']} | {r['start_p90']:.0f} "
             f"| {'yes' if r['ok'] else 'no'} |"
         )
     print()

@@ -121,3 +121,20 @@ async def _has(fed: list[str], text: str) -> bool:
 
 async def _status(store: Store, room_id: str, status: str) -> bool:
     return (await store.get_room(room_id)).status == status
+
+
+def test_scale_moot_worker_runs_rooms_on_the_loop_moot_serve_runs_on() -> None:
+    """uvicorn's "auto" (uvloop where installed) for `moot serve`; the same for `moot worker`."""
+    from uvicorn import Config
+
+    from moot.cli._worker import loop_factory
+
+    served_factory, worker_factory = Config(app="moot", loop="auto").get_loop_factory(), loop_factory()
+    assert served_factory is not None and worker_factory is not None
+    served, worked = served_factory(), worker_factory()
+    try:
+        assert type(worked) is type(served)
+        assert type(worked).__module__.startswith("uvloop")  # installed with the server extra
+    finally:
+        served.close()
+        worked.close()

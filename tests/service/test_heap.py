@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from moot.service.heap import FULL_COLLECTION_AFTER
+from moot.service.heap import FULL_COLLECTION_AFTER, YOUNG_COLLECTION_AFTER
 from store.fixtures import Database
 
 from .helpers import make_settings, running_server
@@ -32,8 +32,9 @@ async def test_a_started_server_freezes_start_up_and_makes_full_collections_rare
     async with running_server(database, make_settings(tmp_path)):
         assert gc.get_freeze_count() > 0
         young, middle, full = gc.get_threshold()
-        assert (young, middle, full) == (700, 10, FULL_COLLECTION_AFTER)
+        assert (young, middle, full) == (YOUNG_COLLECTION_AFTER, 10, FULL_COLLECTION_AFTER)
         assert "genai_prices.data" in sys.modules  # the price table is loaded before the freeze
         walked = {type(thing).__module__ for thing in gc.get_objects()}
         assert not any(name.startswith("genai_prices") for name in walked)  # loaded, then frozen
     assert FULL_COLLECTION_AFTER > 10
+    assert YOUNG_COLLECTION_AFTER > 700
