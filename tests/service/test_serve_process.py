@@ -51,6 +51,14 @@ def _serve(data_dir: Path, port: int, **settings: str) -> subprocess.Popen[bytes
     )
 
 
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,11 +118,7 @@ def test_a_killed_server_resumes_its_room_on_the_next_start_L10(tmp_path: Path, 
                 (2, "conclusion", "Chair"),
             ]  # fmt: skip
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 @pytest.mark.slow
@@ -159,9 +163,5 @@ def test_the_server_process_runs_a_room_on_an_openai_compatible_server_B1(tmp_pa
             assert all(e["text"] and not e.get("failed") for e in speeches), speeches
             assert len(fake.requests) == 2
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
         fake.stop()
