@@ -74,23 +74,31 @@ class _Stamps:
         self.calls: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
         self.full_gcs: list[float] = []  # the collector's full passes over the level, ms each
         self.due: dict[str, float] = {}  # when each room was due to start
+        self.collecting = 0.0  # seconds in the collector's passes of every generation
         self._gc_began = 0.0
 
     def watch_collector(self) -> None:
         import gc
 
         def timed(phase: str, info: dict[str, int]) -> None:
-            if info["generation"] != 2:
-                return
             if phase == "start":
                 self._gc_began = time.perf_counter()
-            else:
-                self.full_gcs.append((time.perf_counter() - self._gc_began) * 1000)
+                return
+            took = time.perf_counter() - self._gc_began
+            self.collecting += took
+            if info["generation"] == 2:
+                self.full_gcs.append(took * 1000)
 
         gc.callbacks.append(timed)
 
     def dump(self) -> dict[str, Any]:
-        return {"chunks": self.chunks, "calls": self.calls, "full_gcs": self.full_gcs, "due": self.due}
+        return {
+            "chunks": self.chunks,
+            "calls": self.calls,
+            "full_gcs": self.full_gcs,
+            "due": self.due,
+            "collecting": self.collecting,
+        }
 
 
 def _collections(pauses: list[float]) -> str:
@@ -490,7 +498,11 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         # the load's own processes, in cores over the level: the fake model server, the clients
         "others": (model_cpu + clients_cpu) / wall,
         "full_gcs": served.get("full_gcs", []),
-        "database": database_cpu / wall,  # this host's PostgreSQL server, in cores over the level
+        "database": database_cpu / wall,
+        # the target's time in the collector (every generation) per second of its CPU time
+        "collecting": served.get("collecting", 0.0) / served["cpu"] * 1000
+        if served["cpu"]
+        else 0.0,  # this host's PostgreSQL server, in cores over the level
         "at_once": _most_at_once([call for calls in served["calls"].values() for call in calls]),
         # from when a room was due to start to its first model chunk: what starting a room takes
         "start_p90": starts[int(len(starts) * 0.9)] * 1000 if starts else 0.0,
@@ -588,7 +600,7 @@ def main() -> None:
             f"{target} {rooms} rooms: p99 {row['p99']:.1f} ms, pace {row['pace']:.3f}, "
             f"{row['cpu_us']:.0f} µs CPU/token, model server + clients {row['others']:.2f} cores, "
             f"PostgreSQL's server {row['database']:.2f} cores, streams at once {row['at_once']}, "
-            f"start p90 {row['start_p90']:.0f} ms, "
+            f"start p90 {row['start_p90']:.0f} ms, collector {row['collecting']:.0f} ms per CPU second, "
             f"{'ok' if row['ok'] else 'MISSED'}",
             file=sys.stderr,
             flush=True,
@@ -631,15 +643,15 @@ def main() -> None:
     )
     print(
         "| target | rooms | tokens | frames | tokens/s | p50 ms | p99 ms | max ms | worst pace | CPU µs/token "
-        "| model server + clients, cores | PostgreSQL server, cores | full GCs (longest ms) "
+        "| model server + clients, cores | PostgreSQL server, cores | collector, ms per CPU s | full GCs (longest ms) "
         "| gap between speeches p90 / max ms | streams at once | start p90 ms | ok |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     for r in sorted(rows, key=lambda r: (args.targets.index(r["target"]), r["rooms"])):
         print(
             f"| {r['target']} | {r['rooms']} | {r['tokens']} | {r['frames']} | {r['tokens_per_s']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['pace']:.3f} | {r['cpu_us']:.0f} "
-            f"| {r['others']:.2f} | {r['database']:.2f} | {_collections(r['full_gcs'])} "
+            f"| {r['others']:.2f} | {r['database']:.2f} | {r['collecting']:.0f} | {_collections(r['full_gcs'])} "
             f"| {r['gap_p90']:.0f} / {r['gap_max']:.0f} | {r['at_once']} | {r['start_p90']:.0f} "
             f"| {'yes' if r['ok'] else 'no'} |"
         )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
+import pytest
+
 import moot.store
+from moot.scale.leases import LetGo, WorkerStore
 from moot.spec import RoomSpec
 from moot.store import RunStore, Store
 from store.fixtures import Database
-from store.helpers import dead_process, needs_proc, owner
+from store.helpers import completed, dead_process, needs_proc, owner, speech
 
 from ._cluster import board
 
@@ -60,3 +64,28 @@ async def test_scale_store_exports_its_public_types_and_the_run_protocol() -> No
     runs: RunStore = store  # a Store is a RunStore (mypy checks it)
     assert callable(runs.rooms_to_take_over)
     await store.close()
+
+
+async def test_scale_store_a_room_let_go_while_its_save_waits_its_turn_gets_nothing_written(
+    database: Database,
+) -> None:
+    """The let-go check runs again when the save's transaction is made, not only when it was asked for."""
+    store = WorkerStore.from_url(database.url, connect_args=database.connect_args)
+    try:
+        await store.ensure_schema()
+        kept, dropped = [(await store.create_room(RoomSpec.from_data(board(1, 0)))).id for _ in range(2)]
+        turns = {room: speech(1, "Ana", 0, f"Ana in {room}") for room in (kept, dropped)}
+        saves = [
+            asyncio.create_task(store.save_entry(room, turn, completed(turn, 5)))
+            for room, turn in turns.items()
+        ]
+        await asyncio.sleep(0)  # both passed the check on asking and wait for the transaction to be made
+        store.let_go(dropped)
+        await saves[0]
+        with pytest.raises(LetGo):
+            await saves[1]
+        assert [e.text for e in (await store.load_transcript(kept)).entries] == [f"Ana in {kept}"]
+        assert (await store.load_transcript(dropped)).entries == []
+        assert await store.last_seq(dropped) == 0
+    finally:
+        await store.close()

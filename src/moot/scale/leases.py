@@ -73,9 +73,12 @@ class WorkerStore(Store):
     def is_let_go(self, room_id: str) -> bool:
         return room_id in self._let_go
 
+    def _refusal(self, room_id: str) -> StoreError | None:
+        return LetGo(room_id) if room_id in self._let_go else None
+
     def _check(self, room_id: str) -> None:
-        if room_id in self._let_go:
-            raise LetGo(room_id)
+        if (refusal := self._refusal(room_id)) is not None:
+            raise refusal
 
     # ---- leases ---------------------------------------------------------------------------------------
 

@@ -681,7 +681,15 @@ class Store:
 
     async def _save_together(self, saves: list[_Save]) -> list[BaseException | None]:
         """Saves in one transaction; when the database refuses it, each one alone, so that only the one it
-        refuses (a turn stored already, a room deleted, events overlapping) fails, and with its own error."""
+        refuses (a turn stored already, a room deleted, events overlapping) fails, and with its own error.
+        A save for a room this process may no longer write for (`_refusal`, asked again now: the room may
+        have been let go while the save waited its turn) fails with that reason and writes nothing."""
+        refusals = [self._refusal(save.room_id) for save in saves]
+        kept = [save for save, refusal in zip(saves, refusals, strict=True) if refusal is None]
+        outcomes = iter(await self._save_kept(kept) if kept else [])
+        return [next(outcomes) if refusal is None else refusal for refusal in refusals]
+
+    async def _save_kept(self, saves: list[_Save]) -> list[BaseException | None]:
         try:
             await self._save(saves)
         except IntegrityError:  # only with more than one: `_save` names what it refuses for one
@@ -689,6 +697,11 @@ class Store:
         except Exception as exc:  # the database failed: nothing of it was kept, or its answer was lost
             return [exc] * len(saves)
         return [None] * len(saves)
+
+    def _refusal(self, room_id: str) -> StoreError | None:
+        """Why this process may write nothing more for the room, else None (a worker's store refuses the rooms
+        it let go)."""
+        return None
 
     async def _save(self, saves: Sequence[_Save]) -> None:
         """One transaction: per save its room's row, entry, events, the turn's partial text and the words the
