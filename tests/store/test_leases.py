@@ -52,6 +52,30 @@ async def test_an_expired_lease_is_taken_and_its_old_owner_cannot_renew(store: S
     assert lease.owner == ben
 
 
+async def test_renewals_asked_together_are_written_together_each_with_its_own_answer(
+    store: Store,
+) -> None:  # covers: L14
+    rooms = [(await store.create_room(room_spec())).id for _ in range(6)]
+    ann, ben = Store.new_owner(), Store.new_owner()
+    for room_id in rooms:
+        assert await store.acquire(room_id, ann, 30)
+    lost = rooms[2]
+    assert await store.renew(lost, ann, -1)  # ann stopped renewing it a second ago...
+    assert await store.acquire(lost, ben, 30)  # ...and ben took it over
+    before = store.writes
+
+    renewed = await asyncio.gather(
+        *(store.renew(room_id, ann, 60) for room_id in rooms), store.renew(lost, ben, 45)
+    )
+
+    assert renewed == [room_id != lost for room_id in rooms] + [True]
+    assert store.writes - before < len(rooms) + 1  # the first alone, those asked meanwhile together
+    for room_id in rooms:
+        lease = await store.lease(room_id)
+        assert lease is not None and lease.alive
+        assert lease.owner == (ben if room_id == lost else ann)
+
+
 @needs_proc
 async def test_a_killed_process_on_this_machine_loses_its_lease_at_once(store: Store) -> None:  # covers: L14
     room = await store.create_room(room_spec())

@@ -412,6 +412,7 @@ class Store:
         self._schema_ready = False
         self._saving = Together(self._save_together, "moot-store-saves")
         self._reading_words = Together(self._words_together, "moot-store-words")
+        self._renewing = Together(self._renew_together, "moot-store-renewals")
         # SQLite has one writer at a time: this process's write transactions queue here, in order, instead
         # of polling the file's lock in SQLite's busy handler, which favours no one and gives up after its
         # timeout (many rooms starting at once). Other processes on the file still meet the busy timeout.
@@ -980,14 +981,35 @@ class Store:
         return result.rowcount == 1
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
-        """Extends our lease to `ttl` seconds from the database's now; False when it is no longer ours."""
-        async with self._write_one() as conn:
-            result = await conn.execute(
-                update(RoomRow)
-                .where(RoomRow.id == room_id, RoomRow.lease_owner == owner)
-                .values(lease_expires_at=db_now() + ttl)
-            )
-        return result.rowcount == 1
+        """Extends our lease to `ttl` seconds from the database's now; False when it is no longer ours.
+
+        Renewals asked while another is written go together in the next write (`_renew_together`): a
+        process running many rooms renews them in a few statements, not one transaction each."""
+        return await self._renewing((room_id, owner, ttl))
+
+    async def _renew_together(self, asks: list[tuple[str, str, float]]) -> list[bool | BaseException]:
+        """One UPDATE per owner and ttl for all their rooms. Where fewer rows changed than rooms were named
+        (a lease is no longer ours), a read right after says which are still held."""
+        groups: dict[tuple[str, float], list[str]] = {}
+        for room_id, owner, ttl in asks:
+            groups.setdefault((owner, ttl), []).append(room_id)
+        held: set[tuple[str, str]] = set()
+        try:
+            async with self._write() if len(groups) > 1 else self._write_one() as conn:
+                for (owner, ttl), rooms in groups.items():
+                    rooms = list(dict.fromkeys(rooms))
+                    ours = (RoomRow.id.in_(rooms), RoomRow.lease_owner == owner)
+                    result = await conn.execute(
+                        update(RoomRow).where(*ours).values(lease_expires_at=db_now() + ttl)
+                    )
+                    if result.rowcount == len(rooms):
+                        held.update((owner, room) for room in rooms)
+                    else:
+                        found = await conn.execute(select(RoomRow.id).where(*ours))
+                        held.update((owner, room) for room in found.scalars())
+        except Exception as exc:  # the database failed: each renewal fails, and its caller retries
+            return [exc] * len(asks)
+        return [(owner, room_id) in held for room_id, owner, _ in asks]
 
     async def release(self, room_id: str, owner: str) -> None:
         """Gives the lease up, if it is still ours."""
