@@ -108,6 +108,9 @@ class DurableRun(Steerable):
         self._partial_saved: dict[str, int] = {}  # the seq each was last written at
         self._pause_reason: str | None = None
         self._trace = tracing.NOT_TRACED
+        # What the reader does with a delta, called at once instead of through the run's events while the
+        # reader waits for the next one (`Run.deliver`); set before iterating. The text so far is kept first.
+        self.deliver: Callable[[TurnDelta], None] | None = None
 
     @property
     def result(self) -> RunResult | None:
@@ -201,6 +204,13 @@ class DurableRun(Steerable):
                 on_entry=self._save_entry,
                 after_start=[_restarted(spec, turn) for turn in sorted(partials) if turn not in stored],
             )
+            if (deliver := self.deliver) is not None:
+
+                def kept_and_delivered(delta: TurnDelta) -> None:
+                    self._keep_delta(delta)
+                    deliver(delta)
+
+                run.deliver = kept_and_delivered
             for pending in state.pending:
                 self.feed(pending.id, pending.author, pending.text)
             await store.mark_running(room_id)  # a turn cut mid-stream runs again from its start (L10)

@@ -41,6 +41,7 @@ from moot.events import (
     RoundStarted,
     StopReason,
     TurnCompleted,
+    TurnDelta,
     TurnFailed,
     TurnRestarted,
     TurnStarted,
@@ -190,10 +191,15 @@ class _Channel:
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
+        self._reader_waiting = False  # the reader waits in `get`: it has handled everything it took
 
     def ending(self) -> None:
         self._ending = True
         self._writable.set()
+
+    def drained(self) -> bool:
+        """Whether the reader waits with nothing queued: everything put so far has been handled."""
+        return self._reader_waiting and not self._items
 
     def has_room(self) -> bool:
         """Whether a put would go in without waiting."""
@@ -226,7 +232,11 @@ class _Channel:
     async def get(self) -> Event | _Done:
         while not self._items:
             self._readable.clear()
-            await self._readable.wait()
+            self._reader_waiting = True
+            try:
+                await self._readable.wait()
+            finally:
+                self._reader_waiting = False
         item = self._items.popleft()
         if len(self._items) < self._size:
             self._writable.set()
@@ -333,6 +343,10 @@ class Run(Steerable):
         self._substituted: dict[str, str] = {}
         self._truncated: set[str] = set()
         self._reader_gone = False
+        # What the reader does with a delta, done here at once while the reader waits with nothing queued
+        # (`_emit_now`): a token then costs no hop through the channel and the reader's task. Set by the
+        # reader before the run starts; it must not wait, and it sees deltas in seq order as the reader would.
+        self.deliver: Callable[[TurnDelta], None] | None = None
 
     # ---- steering -------------------------------------------------------------------------------------
 
@@ -435,7 +449,8 @@ class Run(Steerable):
 
     def _emit_now(self, event: Event) -> bool:
         """Numbers and queues the event when that needs no waiting: nobody holds or waits for the ordering
-        lock, a seq is free below any write's ceiling, and the channel has room. False: nothing done."""
+        lock, a seq is free below any write's ceiling, and the channel has room. False: nothing done.
+        A delta goes to `deliver` instead when the reader waits with nothing queued."""
         if not self._order.free():
             return False
         if self._ceiling is not None and self._seq >= self._ceiling:
@@ -445,7 +460,11 @@ class Run(Steerable):
         self._seq += 1
         numbered(event, self._seq)
         if not self._reader_gone:
-            self._channel.put_now(event)
+            channel = self._channel
+            if self.deliver is not None and event.__class__ is TurnDelta and channel.drained():
+                self.deliver(event)  # the reader handled everything before it: order is kept
+            else:
+                channel.put_now(event)
         return True
 
     async def _commit(self, entry: Entry, *events: Event) -> None:

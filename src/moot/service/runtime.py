@@ -401,6 +401,12 @@ class RoomManager:
         if begun:
             hub.begin()
         timing = _Timing()
+
+        def deliver(delta: TurnDelta) -> None:  # what the loop below does with a delta, once it has begun
+            self._count(delta, timing)
+            hub.publish(delta)
+
+        live.durable.deliver = deliver
         try:
             async for event in live.durable:
                 if not begun:
