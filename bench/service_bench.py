@@ -498,11 +498,9 @@ def level(label: str, rooms: int, args: argparse.Namespace, llm: subprocess.Pope
         # the load's own processes, in cores over the level: the fake model server, the clients
         "others": (model_cpu + clients_cpu) / wall,
         "full_gcs": served.get("full_gcs", []),
-        "database": database_cpu / wall,
+        "database": database_cpu / wall,  # this host's PostgreSQL server, in cores over the level
         # the target's time in the collector (every generation) per second of its CPU time
-        "collecting": served.get("collecting", 0.0) / served["cpu"] * 1000
-        if served["cpu"]
-        else 0.0,  # this host's PostgreSQL server, in cores over the level
+        "collecting": served.get("collecting", 0.0) / served["cpu"] * 1000 if served["cpu"] else 0.0,
         "at_once": _most_at_once([call for calls in served["calls"].values() for call in calls]),
         # from when a room was due to start to its first model chunk: what starting a room takes
         "start_p90": starts[int(len(starts) * 0.9)] * 1000 if starts else 0.0,

@@ -6,8 +6,8 @@ other events ride along with the next write, or with the run's last one; turns o
 end while another is being written go together in the next transaction (`Store.save_entry`). Token deltas
 are not written: the text of a turn in flight is saved at most about a second behind, by one task per
 process for all its rooms, and a turn cut by a crash runs again from its start, so the number of writes per
-turn does not grow with its tokens. The same task looks for words stored elsewhere, for all the process's rooms in one query. A lease in
-the database keeps a room from running twice at once (L14).
+turn does not grow with its tokens. The same task looks for words stored elsewhere, for all the process's
+rooms in one query. A lease in the database keeps a room from running twice at once (L14).
 
 The database may fail while a room runs (locked, restarted, unreachable). Every write and the helpers that
 renew the lease and take in words stored elsewhere retry with backoff; what still fails pauses the room with

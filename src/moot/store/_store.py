@@ -990,15 +990,15 @@ class Store:
     async def _renew_together(self, asks: list[tuple[str, str, float]]) -> list[bool | BaseException]:
         """One UPDATE per owner and ttl for all their rooms. Where fewer rows changed than rooms were named
         (a lease is no longer ours), a read right after says which are still held."""
-        groups: dict[tuple[str, float], list[str]] = {}
+        groups: dict[tuple[str, float], dict[str, None]] = {}  # rooms by owner and ttl, each once
         for room_id, owner, ttl in asks:
-            groups.setdefault((owner, ttl), []).append(room_id)
+            groups.setdefault((owner, ttl), {})[room_id] = None
         held: set[tuple[str, str]] = set()
         try:
+            # one group: its UPDATE commits alone (the read that may follow needs no transaction)
             async with self._write() if len(groups) > 1 else self._write_one() as conn:
                 for (owner, ttl), rooms in groups.items():
-                    rooms = list(dict.fromkeys(rooms))
-                    ours = (RoomRow.id.in_(rooms), RoomRow.lease_owner == owner)
+                    ours = (RoomRow.id.in_(list(rooms)), RoomRow.lease_owner == owner)
                     result = await conn.execute(
                         update(RoomRow).where(*ours).values(lease_expires_at=db_now() + ttl)
                     )
