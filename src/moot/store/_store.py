@@ -41,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -356,6 +357,15 @@ _WORDS_TAKEN = (
     .where(InterventionRow.room_id == bindparam("b_room"), InterventionRow.id == bindparam("b_ref"))
     .values(taken_at=bindparam("b_now", type_=Float))
 )
+
+
+# A process writes rows of many rooms in one transaction or statement: a group of saves, the renewals of
+# its leases, the text so far of its turns in flight. On PostgreSQL these run at once on connections of
+# their own, and two that took the same rows in different orders would each wait for the other until the
+# database failed one ("deadlock detected"). Each batch therefore takes rooms' rows, and turns' rows within
+# a room, in ascending order of their ids.
+def _by_room(save: _Save) -> str:
+    return save.room_id
 
 
 def _room_changes(save: _Save, now: float) -> dict[str, Any]:
@@ -710,8 +720,12 @@ class Store:
         (RoomNotFound, DuplicateTurn, overlapping events); for more, it is raised as IntegrityError."""
         now = time.time()
         alone = len(saves) == 1
+        saves = sorted(saves, key=_by_room)  # rows in one order in every batch (`_by_room`)
         entries = [(s.room_id, s.entry) for s in saves if s.entry is not None]
-        turns = [{"b_room": room, "b_turn": e.turn_id} for room, e in entries if e.is_turn]
+        turns = sorted(
+            ({"b_room": room, "b_turn": e.turn_id} for room, e in entries if e.is_turn),
+            key=lambda row: (row["b_room"], row["b_turn"]),
+        )
         words = [
             {"b_room": room, "b_ref": int(e.ref), "b_now": now}
             for room, e in entries
@@ -904,7 +918,7 @@ class Store:
         """
         rows = [
             {"room_id": r, "turn_id": t, "text": text, "seq": seq, "updated_at": time.time()}
-            for r, t, text, seq in partials
+            for r, t, text, seq in sorted(partials)  # rows in one order (`_by_room`)
         ]
         if not rows:
             return
@@ -988,28 +1002,32 @@ class Store:
         return await self._renewing((room_id, owner, ttl))
 
     async def _renew_together(self, asks: list[tuple[str, str, float]]) -> list[bool | BaseException]:
-        """One UPDATE per owner and ttl for all their rooms. Where fewer rows changed than rooms were named
-        (a lease is no longer ours), a read right after says which are still held."""
-        groups: dict[tuple[str, float], dict[str, None]] = {}  # rooms by owner and ttl, each once
+        """One UPDATE per ttl for every room asked (each run owns its lease under a name of its own): it
+        changes the rooms still held by the owner asked, takes their rows in id order (`_by_room`), and
+        returns them. Each such UPDATE commits by itself."""
+        by_ttl: dict[float, set[tuple[str, str]]] = {}
         for room_id, owner, ttl in asks:
-            groups.setdefault((owner, ttl), {})[room_id] = None
-        held: set[tuple[str, str]] = set()
+            by_ttl.setdefault(ttl, set()).add((room_id, owner))
+        held: set[tuple[str, str | None]] = set()
         try:
-            # one group: its UPDATE commits alone (the read that may follow needs no transaction)
-            async with self._write() if len(groups) > 1 else self._write_one() as conn:
-                for (owner, ttl), rooms in groups.items():
-                    ours = (RoomRow.id.in_(list(rooms)), RoomRow.lease_owner == owner)
-                    result = await conn.execute(
-                        update(RoomRow).where(*ours).values(lease_expires_at=db_now() + ttl)
-                    )
-                    if result.rowcount == len(rooms):
-                        held.update((owner, room) for room in rooms)
-                    else:
-                        found = await conn.execute(select(RoomRow.id).where(*ours))
-                        held.update((owner, room) for room in found.scalars())
+            for ttl, pairs in by_ttl.items():
+                in_order = (
+                    select(RoomRow.id)
+                    .where(tuple_(RoomRow.id, RoomRow.lease_owner).in_(sorted(pairs)))
+                    .order_by(RoomRow.id)
+                    .with_for_update(key_share=True)
+                )
+                renewal = (
+                    update(RoomRow)
+                    .where(RoomRow.id.in_(in_order))
+                    .values(lease_expires_at=db_now() + ttl)
+                    .returning(RoomRow.id, RoomRow.lease_owner)
+                )
+                async with self._write_one() as conn:
+                    held.update((room, owner) for room, owner in (await conn.execute(renewal)).all())
         except Exception as exc:  # the database failed: each renewal fails, and its caller retries
             return [exc] * len(asks)
-        return [(owner, room_id) in held for room_id, owner, _ in asks]
+        return [(room_id, owner) in held for room_id, owner, _ in asks]
 
     async def release(self, room_id: str, owner: str) -> None:
         """Gives the lease up, if it is still ours."""
