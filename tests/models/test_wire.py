@@ -176,9 +176,10 @@ async def test_the_lean_adapter_reads_on_its_own_reader_and_keeps_httpx_where_a_
             deltas, completion = await collect(direct, REQUEST)
             assert "".join(deltas) == completion.text != ""
         assert direct._wire is not None
+        assert direct._client is None  # the wire took every stream: no httpx client was made
         assert server.connections_opened == 1
         monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-        proxied._connect()
+        proxied._ready()
         assert proxied._wire is None
     finally:
         await direct.aclose()

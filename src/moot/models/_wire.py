@@ -17,6 +17,8 @@ paths' failures alike.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,19 +38,28 @@ MAX_ERROR_BODY = 1 << 20  # bytes of an error answer kept: enough for any error 
 MAX_HEAD = 64 << 10  # bytes of an answer's status line and headers (h11, under httpx, allows 16 KiB)
 
 
-def proxied(client: httpx.AsyncClient, url: str) -> bool:
-    """Whether `client` sends `url` through a proxy (httpx mounts one per HTTP(S)_PROXY or ALL_PROXY setting,
-    less NO_PROXY's): asked of httpx itself, so the two ways never disagree on which requests a proxy takes.
-    A client of a shape we do not know counts as proxied: it keeps httpx's way."""
-    pick = getattr(client, "_transport_for_url", None)
-    if pick is None:
-        return True
-    return pick(httpx.URL(url)) is not getattr(client, "_transport", None)
+_PROXY_SETTINGS = tuple(
+    name for each in ("http", "https", "all", "no") for name in (f"{each}_proxy", f"{each.upper()}_PROXY")
+)
 
 
-def wire_for(
-    spec: ModelSpec, client: httpx.AsyncClient, base_url: str, headers: dict[str, str]
-) -> Wire | None:
+def proxied(url: str) -> bool:
+    """Whether httpx sends `url` through a proxy (it mounts one per HTTP(S)_PROXY or ALL_PROXY setting, less
+    NO_PROXY's): asked of an httpx client itself, so the two ways never disagree on which requests a proxy
+    takes. The answer is kept per URL and settings: a client costs most of a millisecond, and every room asks."""
+    return _proxied(url, tuple(os.environ.get(name) for name in _PROXY_SETTINGS))
+
+
+@functools.lru_cache(maxsize=256)
+def _proxied(url: str, settings: tuple[str | None, ...]) -> bool:
+    with httpx.Client() as client:  # mounts a transport per proxy setting, as the lean adapter's client does
+        pick = getattr(client, "_transport_for_url", None)
+        if pick is None:  # a client of a shape we do not know: keep httpx's way
+            return True
+        return pick(httpx.URL(url)) is not getattr(client, "_transport", None)
+
+
+def wire_for(spec: ModelSpec, base_url: str, headers: dict[str, str]) -> Wire | None:
     """The way `spec`'s streamed requests go: a Wire, or None where httpx must send them (a proxy from the
     environment covers base_url, and the spec does not refuse private addresses, which ignores proxies;
     or base_url is no http(s) URL, which httpx then reports)."""
@@ -58,7 +69,7 @@ def wire_for(
         return None
     if scheme not in ("http", "https"):
         return None
-    if not spec.refuses_private_addresses and proxied(client, base_url):
+    if not spec.refuses_private_addresses and proxied(base_url):
         return None
     return Wire(
         base_url,

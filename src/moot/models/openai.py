@@ -219,10 +219,12 @@ class OpenAILeanModel(Model):
         self._client: httpx.AsyncClient | None = None
         self._wire: Wire | None = None  # the streamed requests' way, where no proxy is to be used
         self._key: str | None = None
+        self._headers: dict[str, str] | None = None
 
-    def _connect(self) -> httpx.AsyncClient:
-        """The pooled client, made on first use: a missing key surfaces from stream() as ModelUnavailable."""
-        if self._client is None:
+    def _ready(self) -> None:
+        """The key, the headers and the way streamed requests go, on first use: a missing key surfaces from
+        stream() as ModelUnavailable. No httpx client is made here: most rooms never need one."""
+        if self._headers is None:
             self._key = self.spec.resolve_api_key()
             remember_secret(self._key)  # scrubbed from every text, should a server echo it
             headers = {
@@ -232,10 +234,17 @@ class OpenAILeanModel(Model):
             }
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
+            self._wire = wire_for(self.spec, self._base_url(), headers)
+            self._headers = headers
+
+    def _http(self) -> httpx.AsyncClient:
+        """The pooled httpx client, made when first needed (most of a millisecond of CPU, per room): for the
+        server's `/v1/models`, and for the streams a proxy takes."""
+        self._ready()
+        if self._client is None:
             self._client = httpx_client(
-                self.spec, base_url=self._base_url(), headers=headers, timeout=self.spec.timeout
+                self.spec, base_url=self._base_url(), headers=self._headers, timeout=self.spec.timeout
             )
-            self._wire = wire_for(self.spec, self._client, self._base_url(), headers)
         return self._client
 
     def _base_url(self) -> str:
@@ -248,7 +257,7 @@ class OpenAILeanModel(Model):
         if not self.spec.base_url:
             return None
         try:
-            client = self._connect()
+            self._ready()
         except ModelError:  # a missing key: the turn reports it
             return None
         key = (
@@ -258,13 +267,13 @@ class OpenAILeanModel(Model):
             credentials_digest(self._key),
             self.spec.refuses_private_addresses,
         )
-        return cast("int | None", await _windows.ANSWERS.get(key, lambda: self._ask_window(client)))
+        return cast("int | None", await _windows.ANSWERS.get(key, self._ask_window))
 
-    async def _ask_window(self, client: httpx.AsyncClient) -> object:
+    async def _ask_window(self) -> object:
         """The window in the server's `/v1/models` (None where it states none); UNANSWERED where it did not
         answer, so that the next room asks again."""
         try:
-            response = await client.get("models", timeout=10)
+            response = await self._http().get("models", timeout=10)
             if response.status_code != 200:
                 return _windows.UNANSWERED
             return _window_in_models(response.json(), self.spec.name)
@@ -290,18 +299,13 @@ class OpenAILeanModel(Model):
     def structured_output(self) -> bool:
         return _takes_json(self._base_url())
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
-        client = self._connect()
-        async for item in with_formats(
-            self._base_url(), request, lambda mode: self._stream(client, request, mode)
-        ):
-            yield item
+    def stream(self, request: ModelRequest) -> AsyncIterator[str | Completion]:
+        return with_formats(self._base_url(), request, lambda mode: self._stream(request, mode))
 
-    async def _stream(
-        self, client: httpx.AsyncClient, request: ModelRequest, mode: str | None
-    ) -> AsyncIterator[str | Completion]:
+    async def _stream(self, request: ModelRequest, mode: str | None) -> AsyncIterator[str | Completion]:
+        self._ready()
         state = _ChatStream(self.spec)
-        pump = asyncio.create_task(self._pump(client, self._body(request, mode), state))
+        pump = asyncio.create_task(self._pump(self._body(request, mode), state))
         texts, arrived = state.texts, state.arrived
         parts: list[str] = []
         try:
@@ -333,13 +337,13 @@ class OpenAILeanModel(Model):
             model=state.model or self.spec.name,
         )
 
-    async def _pump(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> None:
+    async def _pump(self, body: bytes, state: _ChatStream) -> None:
         spec = self.spec
         resent = 0
         try:
             while True:
                 try:
-                    answer = await self._post(client, body, state)
+                    answer = await self._post(body, state)
                     break
                 except httpx.RemoteProtocolError:
                     # A kept-alive connection the server closed just as the request went out on it (no
@@ -367,12 +371,12 @@ class OpenAILeanModel(Model):
         if not state.done and state.finish_reason is None:
             raise broken_stream(spec)
 
-    async def _post(self, client: httpx.AsyncClient, body: bytes, state: _ChatStream) -> Answer | None:
+    async def _post(self, body: bytes, state: _ChatStream) -> Answer | None:
         """Streams the answer's body into `state`; a failure status's answer is returned whole."""
         if self._wire is not None:
             answer = await self._wire.post("chat/completions", body, state.feed, state.start)
             return answer if answer.status >= 400 else None
-        async with client.stream("POST", "chat/completions", content=body) as response:
+        async with self._http().stream("POST", "chat/completions", content=body) as response:
             if response.status_code >= 400:
                 error = await response.aread()
                 return Answer(response.status_code, dict(response.headers), error)
