@@ -157,7 +157,8 @@ def test_runs_in_a_thread_for_synchronous_code() -> None:
     assert reply.json()["choices"][0]["message"]["content"] == default_reply(3)
 
 
-def test_runs_as_a_process_that_prints_its_url_first() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_runs_as_a_process_that_prints_its_url_first(loop: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -167,6 +168,8 @@ def test_runs_as_a_process_that_prints_its_url_first() -> None:
         "--reply-tokens",
         "3",
         "--no-usage",
+        "--loop",
+        loop,
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None

@@ -834,6 +834,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--api-key", help="the key clients must send (default: any)")
     parser.add_argument("--no-usage", action="store_true", help="never report token usage")
     parser.add_argument("--record", action="store_true", help="keep every request in memory")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop: uvloop costs a load generator less CPU per chunk (it must be installed)",
+    )
     args = parser.parse_args(argv)
     server = FakeLLMServer(
         host=args.host,
@@ -846,8 +852,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         report_usage=not args.no_usage,
         record=args.record,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signal(server))
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve_until_signal(server))
 
 
 if __name__ == "__main__":
