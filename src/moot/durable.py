@@ -171,8 +171,8 @@ class DurableRun(Steerable):
 
     async def _run_stored(self) -> AsyncGenerator[Event]:
         store, room_id = self.store, self.room_id
-        # The start takes two transactions: the room read, its lease taken and what the run starts from read;
-        # then the room marked running (with the text of turns cut mid-stream dropped).
+        # The start is one transaction: the room read, its lease taken, what the run starts from read, and the
+        # room marked running (the text of turns cut mid-stream dropped: they run again from their start, L10).
         record, state = await store.claim(room_id, self._owner, self._ttl, spec=self._spec)
         if record.status == "completed":
             raise RoomFinished(
@@ -213,7 +213,6 @@ class DurableRun(Steerable):
                 run.deliver = kept_and_delivered
             for pending in state.pending:
                 self.feed(pending.id, pending.author, pending.text)
-            await store.mark_running(room_id)  # a turn cut mid-stream runs again from its start (L10)
             if self._pause_reason is not None:
                 run.pause(self._pause_reason)
             with self._trace.starting(spec.protocol):  # the run's tasks, and so its turns, are its children
@@ -357,7 +356,7 @@ class DurableRun(Steerable):
                     "storing the room's status",
                     lambda: self.store.update_room(self.room_id, status=status, error=result.error),
                 )
-            elif self.run is not None:
+            else:  # paused, or it failed before its run began (the start marked it running)
                 await self._retrying(
                     "storing the room's status", lambda: self.store.update_room(self.room_id, status="paused")
                 )

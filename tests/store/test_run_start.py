@@ -1,5 +1,5 @@
-"""What a stored run's start asks of the store in two transactions: the room read, its lease taken and what
-the run starts from read (`claim`); then the room marked running (`mark_running`)."""
+"""What a stored run's start asks of the store in one transaction (`claim`): the room read, its lease taken,
+what the run starts from read, and the room marked running (as `mark_running` does alone)."""
 
 from __future__ import annotations
 
@@ -43,19 +43,27 @@ async def test_claim_gives_the_spec_it_is_given_instead_of_the_stored_one(store:
     assert (await store.get_room(room.id)).spec.max_rounds == 2
 
 
-async def test_claim_reads_what_the_four_reads_give_and_mark_running_drops_the_partials(store: Store) -> None:
+async def test_claim_reads_what_the_four_reads_give_then_marks_the_room_running_as_mark_running_does(
+    store: Store,
+) -> None:
     room = await store.create_room(room_spec())
     await store.save_entry(room.id, task(), [])
     await store.save_partial(room.id, "r1:Alice", "So far", 7)
     first = await store.add_intervention(room.id, "Mind the budget.", author="Dee")
-    _, state = await store.claim(room.id, Store.new_owner(), 30)
+    await store.update_room(room.id, status="error", error="it broke")
+    record, state = await store.claim(room.id, Store.new_owner(), 30)
     assert state is not None
+    assert (record.status, record.error) == ("error", "it broke")  # as read, before it was marked running
     assert list(state.transcript) == list(await store.load_transcript(room.id))
     assert len(list(state.transcript)) == 1
-    assert state.partials == await store.partials(room.id) == {"r1:Alice": ("So far", 7)}
+    assert state.partials == {"r1:Alice": ("So far", 7)}  # read before they were dropped
     assert state.last_seq == await store.last_seq(room.id)
     assert state.pending == await store.pending_interventions(room.id)
     assert [w.id for w in state.pending] == [first]
+    marked = await store.get_room(room.id)
+    assert (marked.status, marked.error) == ("running", None)
+    assert await store.partials(room.id) == {}
+    await store.save_partial(room.id, "r1:Alice", "So far", 7)
 
     await store.update_room(room.id, status="error", error="it broke")
     await store.mark_running(room.id)

@@ -52,7 +52,7 @@ def proxied(url: str) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _proxied(url: str, settings: tuple[str | None, ...]) -> bool:
-    with httpx.Client() as client:  # mounts a transport per proxy setting, as the lean adapter's client does
+    with httpx.Client(verify=ssl_context()) as client:  # mounts a transport per proxy setting, as ours does
         pick = getattr(client, "_transport_for_url", None)
         if pick is None:  # a client of a shape we do not know: keep httpx's way
             return True

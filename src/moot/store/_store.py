@@ -821,16 +821,21 @@ class Store:
         )
 
     async def mark_running(self, room_id: str) -> None:
-        """`clear_partials` and `update_room(status="running")` in one transaction: a run's start."""
+        """`clear_partials` and `update_room(status="running")` in one transaction (`claim` does it too)."""
         async with self._write() as conn:
-            await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
-            result = await conn.execute(
-                update(RoomRow)
-                .where(RoomRow.id == room_id)
-                .values(status="running", error=None, updated_at=time.time())
-            )
-        if result.rowcount == 0:
+            marked = await self._mark_running(conn, room_id)
+        if not marked:
             raise RoomNotFound(room_id)
+
+    @staticmethod
+    async def _mark_running(conn: AsyncConnection, room_id: str) -> bool:
+        await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
+        result = await conn.execute(
+            update(RoomRow)
+            .where(RoomRow.id == room_id)
+            .values(status="running", error=None, updated_at=time.time())
+        )
+        return bool(result.rowcount)
 
     # ---- text of turns in flight ----------------------------------------------------------------------
 
@@ -961,11 +966,14 @@ class Store:
     async def claim(
         self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
     ) -> tuple[RoomRecord, RunState | None]:
-        """What a run's start reads and takes, in one transaction: the room (`get_room`); unless it is
-        completed, its lease (`acquire`); once that is taken, what the run starts from (`RunState`).
+        """A run's start, in one transaction: the room read (`get_room`); unless it is completed, its lease
+        taken (`acquire`); once that is taken, what the run starts from read (`RunState`), then the room
+        marked running, the text of turns cut mid-stream dropped (`mark_running`).
 
-        The state is None when the lease was not taken; the record's lease is then the holder's. `spec`, the
-        spec the run uses instead of the stored one, becomes the record's (the stored one is not parsed).
+        The record is the room as read, before it was marked running: a status "running" there says the last
+        run was cut. The state is None when the lease was not taken; the record's lease is then the holder's.
+        `spec`, the spec the run uses instead of the stored one, becomes the record's (the stored one is not
+        parsed).
         """
         state = None
         async with self._writer_turn(), self._begin(self._engine) as conn:
@@ -977,6 +985,7 @@ class Store:
                 return record, None
             if await self._take_lease(conn, room_id, owner, ttl, record.lease):
                 state = await self._run_state(conn, room_id)
+                await self._mark_running(conn, room_id)
         self.writes += 1
         return record, state
 
