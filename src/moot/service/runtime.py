@@ -278,7 +278,9 @@ class RoomManager:
                 await model.aclose()
             raise _closing_conflict(room_id)
         live = self._runs[room_id] = _Live(
-            DurableRun(self.store, room_id, spec=spec, models=models, lease_ttl=self._ttl), owned
+            # the spec just read goes with it: the start reads the room again, and need not parse it again
+            DurableRun(self.store, room_id, spec=spec or record.spec, models=models, lease_ttl=self._ttl),
+            owned,
         )
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         started.add_done_callback(_retrieved)  # a caller that went away leaves no unretrieved error behind

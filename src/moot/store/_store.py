@@ -35,6 +35,7 @@ from sqlalchemy import (
     Row,
     Select,
     Text,
+    Update,
     bindparam,
     case,
     delete,
@@ -250,8 +251,18 @@ def _process_state(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
+_here: tuple[int, _Process | None] | None = None  # (pid, this process), read once per process
+
+
 def _this_process() -> _Process | None:
-    """This process's name for lease owners; None without /proc."""
+    """This process's name for lease owners; None without /proc. Read once (and again after a fork)."""
+    global _here
+    if _here is None or _here[0] != os.getpid():
+        _here = (os.getpid(), _read_this_process())
+    return _here[1]
+
+
+def _read_this_process() -> _Process | None:
     here = _this_kernel()
     if here is None:
         return None
@@ -312,16 +323,40 @@ _PENDING_WORDS = (
 )
 
 
-def _lease_condition(lease: Lease | None, owner: str) -> ColumnElement[bool] | None:
-    """What the lease must still be for `owner` to take it: as read (free, ours, or a dead owner's); None
-    while another live owner holds it."""
+def _lease_taking(lease: Lease | None, owner: str) -> tuple[Update, dict[str, Any]] | None:
+    """The UPDATE that gives `owner` the lease for ttl seconds (its parameters less "b_ttl"), on condition
+    that the lease is still as read (free, ours, or a dead owner's); None while another live owner holds
+    it. Of two takers only one wins."""
     if lease is None:
-        return RoomRow.lease_owner.is_(None)
+        return _TAKE_FREE_LEASE, {"b_owner": owner}
     if lease.owner == owner:
-        return RoomRow.lease_owner == owner
+        return _TAKE_OUR_LEASE, {"b_owner": owner}
     if lease.alive:
         return None
-    return (RoomRow.lease_owner == lease.owner) & (RoomRow.lease_expires_at == lease.expires_at)
+    return _TAKE_DEAD_LEASE, {"b_owner": owner, "b_held_by": lease.owner, "b_held_until": lease.expires_at}
+
+
+def _taking_lease(condition: ColumnElement[bool]) -> Update:
+    return (
+        update(RoomRow)
+        .where(RoomRow.id == bindparam("b_room"), condition)
+        .values(lease_owner=bindparam("b_owner"), lease_expires_at=db_now() + bindparam("b_ttl", type_=Float))
+    )
+
+
+# The writes of a run's start, built once too.
+_TAKE_FREE_LEASE = _taking_lease(RoomRow.lease_owner.is_(None))
+_TAKE_OUR_LEASE = _taking_lease(RoomRow.lease_owner == bindparam("b_owner"))
+_TAKE_DEAD_LEASE = _taking_lease(
+    (RoomRow.lease_owner == bindparam("b_held_by"))
+    & (RoomRow.lease_expires_at == bindparam("b_held_until", type_=Float))
+)
+_CLEAR_PARTIALS = delete(PartialRow).where(PartialRow.room_id == bindparam("b_room"))
+_MARK_RUNNING = (
+    update(RoomRow)
+    .where(RoomRow.id == bindparam("b_room"))
+    .values(status="running", error=None, updated_at=bindparam("b_now", type_=Float))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -829,12 +864,8 @@ class Store:
 
     @staticmethod
     async def _mark_running(conn: AsyncConnection, room_id: str) -> bool:
-        await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
-        result = await conn.execute(
-            update(RoomRow)
-            .where(RoomRow.id == room_id)
-            .values(status="running", error=None, updated_at=time.time())
-        )
+        await conn.execute(_CLEAR_PARTIALS, {"b_room": room_id})
+        result = await conn.execute(_MARK_RUNNING, {"b_room": room_id, "b_now": time.time()})
         return bool(result.rowcount)
 
     # ---- text of turns in flight ----------------------------------------------------------------------
@@ -958,7 +989,7 @@ class Store:
         Expiry is written and judged by the database's clock, so hosts whose clocks differ agree on it.
         """
         lease = await self.lease(room_id)
-        if _lease_condition(lease, owner) is None:
+        if _lease_taking(lease, owner) is None:
             return False
         async with self._write_one() as conn:
             return await self._take_lease(conn, room_id, owner, ttl, lease)
@@ -990,17 +1021,15 @@ class Store:
         return record, state
 
     @staticmethod
+    @staticmethod
     async def _take_lease(
         conn: AsyncConnection, room_id: str, owner: str, ttl: float, lease: Lease | None
     ) -> bool:
-        condition = _lease_condition(lease, owner)
-        if condition is None:
+        taking = _lease_taking(lease, owner)
+        if taking is None:
             return False
-        result = await conn.execute(
-            update(RoomRow)
-            .where(RoomRow.id == room_id, condition)
-            .values(lease_owner=owner, lease_expires_at=db_now() + ttl)
-        )
+        statement, parameters = taking
+        result = await conn.execute(statement, {**parameters, "b_room": room_id, "b_ttl": ttl})
         return result.rowcount == 1
 
     async def renew(self, room_id: str, owner: str, ttl: float) -> bool:
