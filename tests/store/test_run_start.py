@@ -1,7 +1,9 @@
-"""What a stored run's start asks of the store in one transaction (`claim`): the room read, its lease taken,
-what the run starts from read, and the room marked running (as `mark_running` does alone)."""
+"""What a stored run's start asks of the store (`claim`): the room read, what the run starts from read, then in
+one write its lease taken and the room marked running (as `mark_running` does alone)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -72,3 +74,25 @@ async def test_claim_reads_what_the_four_reads_give_then_marks_the_room_running_
     assert await store.partials(room.id) == {}
     with pytest.raises(RoomNotFound):
         await store.mark_running("nosuchroom")
+
+
+async def test_two_starts_at_once_one_takes_the_room_the_other_is_told_who_holds_it(
+    store: Store,
+) -> None:  # covers: L14
+    rooms = [(await store.create_room(room_spec())).id for _ in range(8)]
+    for room_id in rooms:
+        await store.save_partial(room_id, "r1:Alice", "So far", 3)  # a cut turn: the start drops it
+        ann, ben = Store.new_owner(), Store.new_owner()
+
+        (a_record, a_state), (b_record, b_state) = await asyncio.gather(
+            store.claim(room_id, ann, 30), store.claim(room_id, ben, 30)
+        )
+
+        assert [a_state is None, b_state is None].count(True) == 1  # both read it free; one write won
+        winner = ann if a_state is not None else ben
+        loser_record = b_record if a_state is not None else a_record
+        lease = await store.lease(room_id)
+        assert lease is not None and lease.owner == winner
+        assert loser_record.lease is not None and loser_record.lease.owner == winner
+        assert (await store.get_room(room_id)).status == "running"
+        assert await store.partials(room_id) == {}
