@@ -1,5 +1,5 @@
-"""What a stored run's start asks of the store (`claim`): the room read, what the run starts from read, then in
-one write its lease taken and the room marked running (as `mark_running` does alone)."""
+"""What a stored run's start asks of the store in one transaction (`claim`): the room read, its lease taken,
+what the run starts from read, and the room marked running (as `mark_running` does alone)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ async def test_two_starts_at_once_one_takes_the_room_the_other_is_told_who_holds
             store.claim(room_id, ann, 30), store.claim(room_id, ben, 30)
         )
 
-        assert [a_state is None, b_state is None].count(True) == 1  # both read it free; one write won
+        assert [a_state is None, b_state is None].count(True) == 1
         winner = ann if a_state is not None else ben
         loser_record = b_record if a_state is not None else a_record
         lease = await store.lease(room_id)

@@ -323,23 +323,17 @@ _PENDING_WORDS = (
 )
 
 
-def _lease_taking(
-    lease: Lease | None, owner: str, *, start: bool = False
-) -> tuple[Update, dict[str, Any]] | None:
-    """The UPDATE that gives `owner` the lease for ttl seconds (its parameters less "b_room", "b_ttl" and,
-    with `start`, "b_now": it marks the room running too), on condition that the lease is still as read
-    (free, ours, or a dead owner's); None while another live owner holds it. Of two takers only one wins."""
-    parameters: dict[str, Any] = {"b_owner": owner}
+def _lease_taking(lease: Lease | None, owner: str) -> tuple[Update, dict[str, Any]] | None:
+    """The UPDATE that gives `owner` the lease for ttl seconds (its parameters less "b_ttl"), on condition
+    that the lease is still as read (free, ours, or a dead owner's); None while another live owner holds
+    it. Of two takers only one wins."""
     if lease is None:
-        kind = "free"
-    elif lease.owner == owner:
-        kind = "ours"
-    elif lease.alive:
+        return _TAKE_FREE_LEASE, {"b_owner": owner}
+    if lease.owner == owner:
+        return _TAKE_OUR_LEASE, {"b_owner": owner}
+    if lease.alive:
         return None
-    else:
-        kind = "dead"
-        parameters.update(b_held_by=lease.owner, b_held_until=lease.expires_at)
-    return (_STARTING if start else _TAKING)[kind], parameters
+    return _TAKE_DEAD_LEASE, {"b_owner": owner, "b_held_by": lease.owner, "b_held_until": lease.expires_at}
 
 
 def _taking_lease(condition: ColumnElement[bool]) -> Update:
@@ -350,20 +344,19 @@ def _taking_lease(condition: ColumnElement[bool]) -> Update:
     )
 
 
-# The writes of a run's start, built once too: the lease taken, by what it was as read (`_lease_taking`), and
-# with the room marked running as well (a start).
-_RUNNING = {"status": "running", "error": None, "updated_at": bindparam("b_now", type_=Float)}
-_TAKING = {
-    "free": _taking_lease(RoomRow.lease_owner.is_(None)),
-    "ours": _taking_lease(RoomRow.lease_owner == bindparam("b_owner")),
-    "dead": _taking_lease(
-        (RoomRow.lease_owner == bindparam("b_held_by"))
-        & (RoomRow.lease_expires_at == bindparam("b_held_until", type_=Float))
-    ),
-}
-_STARTING = {kind: taking.values(**_RUNNING) for kind, taking in _TAKING.items()}
+# The writes of a run's start, built once too.
+_TAKE_FREE_LEASE = _taking_lease(RoomRow.lease_owner.is_(None))
+_TAKE_OUR_LEASE = _taking_lease(RoomRow.lease_owner == bindparam("b_owner"))
+_TAKE_DEAD_LEASE = _taking_lease(
+    (RoomRow.lease_owner == bindparam("b_held_by"))
+    & (RoomRow.lease_expires_at == bindparam("b_held_until", type_=Float))
+)
 _CLEAR_PARTIALS = delete(PartialRow).where(PartialRow.room_id == bindparam("b_room"))
-_MARK_RUNNING = update(RoomRow).where(RoomRow.id == bindparam("b_room")).values(**_RUNNING)
+_MARK_RUNNING = (
+    update(RoomRow)
+    .where(RoomRow.id == bindparam("b_room"))
+    .values(status="running", error=None, updated_at=bindparam("b_now", type_=Float))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1004,45 +997,33 @@ class Store:
     async def claim(
         self, room_id: str, owner: str, ttl: float, *, spec: RoomSpec | None = None
     ) -> tuple[RoomRecord, RunState | None]:
-        """A run's start: the room read (`get_room`); unless it is completed or another live owner holds
-        its lease, what the run starts from read (`RunState`); then, in one write, its lease taken
-        (`acquire`), on condition that it is still as read, and the room marked running, the text of turns
-        cut mid-stream dropped (`mark_running`).
-
-        The reads come first, outside the write: the write is one statement where no turn was cut, so a
-        start holds SQLite's one writer (`_writer_turn`) for one statement, not ten. Should another owner
-        take the lease in between, the write changes nothing and the state read is thrown away: only the
-        lease holder writes a room's turns, so the state read holds once the lease is taken.
+        """A run's start, in one transaction: the room read (`get_room`); unless it is completed, its lease
+        taken (`acquire`); once that is taken, what the run starts from read (`RunState`), then the room
+        marked running, the text of turns cut mid-stream dropped (`mark_running`).
 
         The record is the room as read, before it was marked running: a status "running" there says the last
         run was cut. The state is None when the lease was not taken; the record's lease is then the holder's.
         `spec`, the spec the run uses instead of the stored one, becomes the record's (the stored one is not
         parsed).
         """
-        record = await self._room_with_lease(room_id, spec)
-        taking = _lease_taking(record.lease, owner, start=True)
-        if record.status == "completed" or taking is None:
-            return record, None
-        async with self._look() as conn:
-            state = await self._run_state(conn, room_id)
-        statement, parameters = taking
-        parameters = {**parameters, "b_room": room_id, "b_ttl": ttl, "b_now": time.time()}
-        async with self._write() if state.partials else self._write_one() as conn:
-            taken = (await conn.execute(statement, parameters)).rowcount == 1
-            if taken and state.partials:
-                await conn.execute(_CLEAR_PARTIALS, {"b_room": room_id})
-        if not taken:  # another owner took it meanwhile: theirs is the lease to name
-            return await self._room_with_lease(room_id, spec), None
+        state = None
+        async with self._writer_turn(), self._begin(self._engine) as conn:
+            found = (await conn.execute(_ROOM, {"room": room_id})).first()
+            if found is None:
+                raise RoomNotFound(room_id)
+            record = self._record(found, found.db_now, spec=spec)
+            if record.status == "completed":
+                return record, None
+            if await self._take_lease(conn, room_id, owner, ttl, record.lease):
+                state = await self._run_state(conn, room_id)
+                await self._mark_running(conn, room_id)
+            elif _lease_taking(record.lease, owner) is not None:  # taken meanwhile: the holder is named
+                found = (await conn.execute(_ROOM, {"room": room_id})).first() or found
+                record = self._record(found, found.db_now, spec=spec)
+        self.writes += 1
         return record, state
 
-    async def _room_with_lease(self, room_id: str, spec: RoomSpec | None) -> RoomRecord:
-        """The room with its lease judged by the database's clock (`_record`)."""
-        async with self._look() as conn:
-            found = (await conn.execute(_ROOM, {"room": room_id})).first()
-        if found is None:
-            raise RoomNotFound(room_id)
-        return self._record(found, found.db_now, spec=spec)
-
+    @staticmethod
     @staticmethod
     async def _take_lease(
         conn: AsyncConnection, room_id: str, owner: str, ttl: float, lease: Lease | None
