@@ -541,6 +541,7 @@ class _InProcess:
         self.store = store
         self.runs: dict[str, DurableRun] = {}
         self._task: asyncio.Task[None] | None = None
+        self._looking = False  # the watcher is reading or writing, not asleep
 
     @classmethod
     def of(cls, store: RunStore) -> _InProcess:
@@ -563,7 +564,8 @@ class _InProcess:
             if self._all.get(id(self.store)) is self:
                 del self._all[id(self.store)]
             if self._task is not None:
-                self._task.cancel()
+                if not self._looking:  # asleep; one that is reading or writing ends its round first
+                    self._task.cancel()  # (a query cut short loses its connection, in a reference cycle)
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
                 self._task = None
@@ -571,6 +573,7 @@ class _InProcess:
     async def _watch(self) -> None:
         while self.runs:
             await asyncio.sleep(POLL_EVERY)
+            self._looking = True
             try:
                 await self._write_partials(
                     [p for run in list(self.runs.values()) for p in run.unsaved_partials()]
@@ -585,6 +588,8 @@ class _InProcess:
                             "paused; resume it to go on"
                         )
                 return
+            finally:
+                self._looking = False
 
     async def _take_words(self) -> None:
         runs = dict(self.runs)
