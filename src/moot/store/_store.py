@@ -901,7 +901,7 @@ class Store:
 
     async def clear_partials(self, room_id: str) -> None:
         async with self._write_one() as conn:
-            await conn.execute(delete(PartialRow).where(PartialRow.room_id == room_id))
+            await conn.execute(_CLEAR_PARTIALS, {"b_room": room_id})
 
     # ---- interventions --------------------------------------------------------------------------------
 
@@ -1023,7 +1023,6 @@ class Store:
         self.writes += 1
         return record, state
 
-    @staticmethod
     @staticmethod
     async def _take_lease(
         conn: AsyncConnection, room_id: str, owner: str, ttl: float, lease: Lease | None
