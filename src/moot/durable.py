@@ -102,9 +102,6 @@ class DurableRun(Steerable):
         self._owner = Store.new_owner()
         self._fed: set[str] = set()
         self._unsaved: list[Event] = []
-        self._saves_in_flight = (
-            0  # entries being written now: the last one kept reads the words stored elsewhere
-        )
         self._saved: set[int] = set()
         self._partial: dict[str, list[str]] = {}  # the text so far of turns in flight
         self._partial_seq: dict[str, int] = {}  # their last delta's seq
@@ -265,7 +262,6 @@ class DurableRun(Steerable):
         """
         waiting, self._unsaved = self._unsaved, []
         tries = 0
-        self._saves_in_flight += 1
 
         async def save() -> None:
             nonlocal tries
@@ -282,11 +278,9 @@ class DurableRun(Steerable):
         except StoreError as exc:
             self._unsaved[:0] = waiting
             raise self._plain(exc, "saving a turn") from exc
-        finally:
-            self._saves_in_flight -= 1
         self._saved.update(e.seq for e in events)
-        if self._saves_in_flight or (self.run is not None and self.run.streaming()):
-            return  # the step's last turn reads them (entries that came together: the last one kept)
+        if self.run is not None and self.run.streaming():
+            return  # the step's last turn reads them
         try:
             pending = await self.store.pending_interventions(self.room_id)
         except StoreError as exc:  # the poller looks again, and pauses the room if it keeps failing

@@ -327,8 +327,7 @@ class Run(Steerable):
         self._after_start = list(after_start)
         self._channel = _Channel(_QUEUE_SIZE)
         self._order = _Order()  # events are numbered and queued under it: seq order is stream order
-        self._saving = asyncio.Lock()  # one write of entries at a time, in the order the entries came
-        self._to_commit: list[tuple[Entry, list[Event], asyncio.Future[None]]] = []  # for the next write
+        self._saving = asyncio.Lock()  # one entry written at a time, in the order the entries came
         self._ceiling: int | None = None  # while an entry is written: the last seq other events may take
         self._saved = asyncio.Event()  # set when no entry is being written
         self._saved.set()
@@ -478,70 +477,41 @@ class Run(Steerable):
             raise
 
     async def _commit_now(self, entry: Entry, events: list[Event]) -> None:
-        """Queues the entry for the next write, and returns once it is kept and its events emitted.
-
-        Entries come one write at a time, in the order they came; those that arrive while one is written
-        (the other members of a step that spoke at once) go together in the next (`_commit_batch`).
-        """
-        kept: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_commit.append((entry, events, kept))
-        async with self._saving:
-            batch, self._to_commit = self._to_commit, []
-            if batch:
-                await self._commit_batch(batch)
-        await kept
-
-    async def _commit_batch(self, batch: list[tuple[Entry, list[Event], asyncio.Future[None]]]) -> None:
-        """Numbers the entries' events in order, has the entries kept (`on_entry`, all at once), then emits
-        the events of each entry kept, in order.
+        """Numbers the entry's events, has them kept (`on_entry`), then emits them.
 
         While the hook writes, other turns go on streaming: their events take the seqs left free below the
-        entries' (other turns in flight only), so the stream stays in seq order and a reader gets an entry's
-        events only once it is kept. An entry the hook failed to keep fails its commit (`_Unsaved`).
+        entry's (other turns in flight only), so the stream stays in seq order and a reader gets the entry's
+        events only once they are kept.
         """
-        async with self._order:
-            turns = {entry.turn_id for entry, _, _ in batch}
-            others = self._on_entry is not None and any(t not in turns for t in self._partial)
-            first = number = self._seq + 1 + (_SEQS_DURING_SAVE if others else 0)
-            for entry, events, _ in batch:
+        async with self._saving:
+            async with self._order:
                 self.transcript.add(entry)
-                for event in events:
+                others = self._on_entry is not None and any(t != entry.turn_id for t in self._partial)
+                first = self._seq + 1 + (_SEQS_DURING_SAVE if others else 0)
+                for number, event in enumerate(events, start=first):
                     event.seq = number
-                    number += 1
-            hook = self._on_entry
-            if hook is None:
-                self._seq = number - 1
-                for _, events, kept in batch:
+                if self._on_entry is None:
+                    self._seq = first - 1 + len(events)
                     for event in events:
                         if not self._reader_gone:
                             await self._channel.put(event)
-                    kept.set_result(None)
-                return
-            self._ceiling = first - 1
-            self._saved.clear()
-        outcomes: list[BaseException | None] | None = None
-        try:
-            outcomes = await asyncio.gather(
-                *(hook(entry, events) for entry, events, _ in batch), return_exceptions=True
-            )
-        finally:
-            async with self._order:  # in one hold: no event can come between the entries' and the rest
-                self._ceiling = None
-                self._saved.set()
-                self._seq = max(self._seq, number - 1)
-                for index, (_, events, kept) in enumerate(batch):
-                    outcome = outcomes[index] if outcomes is not None else None
-                    if outcomes is None or isinstance(outcome, asyncio.CancelledError):
-                        kept.cancel()  # cut while it was written: whether it was kept is not known
-                    elif outcome is None:
-                        for event in events:
-                            if not self._reader_gone:
-                                await self._channel.put(event)
-                        kept.set_result(None)
-                    else:
-                        unsaved = _Unsaved(str(outcome) or type(outcome).__name__)
-                        unsaved.__cause__ = outcome
-                        kept.set_exception(unsaved)
+                    return
+                self._ceiling = first - 1
+                self._saved.clear()
+            kept = False
+            try:
+                await self._on_entry(entry, events)
+                kept = True
+            except Exception as exc:
+                raise _Unsaved(str(exc)) from exc
+            finally:
+                async with self._order:  # in one hold: no event can come between the entry's and the rest
+                    self._ceiling = None
+                    self._saved.set()
+                    self._seq = max(self._seq, first - 1 + len(events))
+                    for event in events if kept else ():
+                        if not self._reader_gone:
+                            await self._channel.put(event)
 
     async def _drive(self) -> None:
         try:

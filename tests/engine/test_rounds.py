@@ -140,38 +140,3 @@ async def test_a_room_is_never_run_twice_at_once_in_one_process_L14() -> None:
     await first.wait()  # the room is released before the stream ends: no wait for the loop to catch up
     third = Run(spec, room_id="same", transcript=first.transcript)
     assert (await third.wait()).status == "completed"
-
-
-async def test_turns_that_end_while_one_is_kept_are_kept_together_in_order_L6_L8() -> None:
-    """Three speakers at once: the first turn's write holds; the two that end meanwhile are handed to the
-    hook together (one write for both, not one after the other), and every event still comes in seq order."""
-    import asyncio
-
-    from moot.engine import Run
-
-    stored: list[str] = []
-    writing, most_at_once = 0, 0
-    holding = True
-
-    async def keep(entry: Entry, events: list[Event]) -> None:
-        nonlocal writing, most_at_once, holding
-        writing += 1
-        most_at_once = max(most_at_once, writing)
-        if entry.kind == "speech" and holding:  # the first speech: held until both others wait to be kept
-            holding = False
-            while len(run._to_commit) < 2:  # noqa: ASYNC110 - the engine's queue, not the clock
-                await asyncio.sleep(0)
-        await asyncio.sleep(0)  # a write takes a while: hooks called at once overlap here
-        stored.append(entry.speaker)
-        writing -= 1
-
-    run = Run(room("parallel", rounds=1), on_entry=keep)
-    events = [e async for e in run]
-    assert run.status == "completed"
-    assert most_at_once == 2  # the two that waited went to the hook at once
-    assert sorted(stored[1:4]) == ["Alice", "Bob", "Carol"]
-    seqs = [e.seq for e in events]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    completed = [e.speaker for e in of_type(events, "turn_completed")]
-    assert completed == [name for name in stored if name != "user"][: len(completed)]
-    assert [e.speaker for e in run.transcript if e.kind == "speech"] == completed
