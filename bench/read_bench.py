@@ -4,7 +4,7 @@ proxy is set) and over httpx's own network backend (anyio's), and the bare relay
 `aiter_lines` and orjson, as `bench/service_bench.py`'s relay does).
 
     python bench/read_bench.py                       # 20 streams at once, 200 tokens each, 5 rounds
-    python bench/read_bench.py --streams 40 --rounds 9
+    python bench/read_bench.py --streams 400 --delay 0.02 --tokens 100 --rounds 3 --loop uvloop   # as served
 
 The fake OpenAI-compatible server (moot.testing.servers, its own process) sends one token a chunk, every
 `--delay` seconds, so each token is one network read. The ways take turns round by round in one process;
@@ -36,9 +36,10 @@ Read = Callable[[], Awaitable[int]]
 
 def _lean(url: str, backend: str) -> Read:
     model = OpenAILeanModel(ModelSpec(provider="openai", model="bench", base_url=url, api_key="none"))
-    client = model._connect()
+    model._ready()
     if backend != "wire":
         model._wire = None  # httpx, as with a proxy
+    client = model._http()
     if backend == "anyio":
         client._transport._pool._network_backend = httpcore.AnyIOBackend()  # type: ignore[attr-defined]
     request = ModelRequest(system="", messages=(Message("user", "go"),), max_tokens=10_000)
@@ -52,12 +53,19 @@ def _lean(url: str, backend: str) -> Read:
     return read
 
 
-def _relay(url: str) -> Read:
-    client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
+def _relay(url: str, streams: int) -> Read:
+    """As the service bench's relay: a client per room of four streams (one pool for every stream costs more
+    the more it holds, encode/httpcore#1035)."""
+    clients = [
+        httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
+        for _ in range(max(1, streams // 4))
+    ]
+    turn = iter(range(1 << 62))
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
 
     async def read() -> int:
         tokens = 0
+        client = clients[next(turn) % len(clients)]
         async with client.stream("POST", f"{url}/chat/completions", json=body) as answer:
             async for line in answer.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
@@ -82,7 +90,7 @@ async def _main(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
         "httpx on asyncio streams": _lean(url, "asyncio"),
         "httpx on anyio (its own)": _lean(url, "anyio"),
     }
-    ways["relay: aiter_lines"] = _relay(url)
+    ways["relay: aiter_lines"] = _relay(url, args.streams)
     per_token: dict[str, list[float]] = defaultdict(list)
     for read in ways.values():  # a warm-up round each: connections, imports
         await _round(read, args.streams)
@@ -101,6 +109,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--delay", type=float, default=0.005, help="seconds between the server's chunks")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop the ways read on"
+    )
     args = parser.parse_args()
     server = subprocess.Popen(
         [
@@ -114,13 +125,19 @@ def main() -> None:
     url = server.stdout.readline().strip() + "/v1"
     load = os.getloadavg()[0]
     try:
-        per_token = asyncio.run(_main(args, url))
+        factory = None
+        if args.loop == "uvloop":
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            per_token = runner.run(_main(args, url))
     finally:
         server.terminate()
         server.wait()
     print(
         f"`python bench/read_bench.py --streams {args.streams} --tokens {args.tokens} --delay {args.delay:g} "
-        f"--rounds {args.rounds}`: {os.cpu_count()} CPUs, load average {load:.2f} before and "
+        f"--rounds {args.rounds} --loop {args.loop}`: {os.cpu_count()} CPUs, load average {load:.2f} before and "
         f"{os.getloadavg()[0]:.2f} after\n"
     )
     base = statistics.median(per_token["Protocol + httptools (Moot)"])
