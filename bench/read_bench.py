@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -60,7 +61,7 @@ def _relay(url: str, streams: int) -> Read:
         httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
         for _ in range(max(1, streams // 4))
     ]
-    turn = iter(range(1 << 62))
+    turn = itertools.count()
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
 
     async def read() -> int:
