@@ -6,6 +6,7 @@ because the code under it changed, which no type check sees (mypy reads `src/` o
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -77,3 +78,11 @@ def test_service_bench_delivers_every_token_of_a_meeting_on_each_target() -> Non
 def test_stream_bench_path_measures_the_servers_path_per_delta() -> None:
     out = _run("stream_bench.py", "path", "--rooms", "1", "--tokens", "20", "--repeats", "1")
     assert re.search(r"this tree: [\d.]+ µs CPU per delta", out), out
+
+
+def test_start_bench_counts_what_a_start_costs() -> None:
+    out = _run("start_bench.py", "--db", "sqlite", "--rooms", "2")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["db"] == "sqlite"
+    assert summary["cpu_ms_per_start"] > 0
+    assert summary["statements_per_start"] >= 1  # each start reads and writes its room
